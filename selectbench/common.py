@@ -1,0 +1,147 @@
+"""Shared contracts between stages: params, errors, index/stats files, seeding."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+INDEX_VERSION = 1
+# A curated shift is an index with exactly these columns (extra columns are allowed after them).
+INDEX_COLUMNS = {"sample_id": "string", "source": "string", "label": "int64", "score": "float32"}
+
+
+class UserError(Exception):
+    """A mistake in params or inputs: reported as one line, never as a traceback."""
+
+
+def fail(key: str, msg: str) -> UserError:
+    return UserError(f"{key}: {msg}")
+
+
+def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a stage's main(argv) so user mistakes exit 2 with one line on stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(argv=None):
+        try:
+            return fn(argv)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"params file not found: {p}")
+    with open(p) as f:
+        params = yaml.safe_load(f) or {}
+    if not isinstance(params, dict):
+        raise UserError(f"{p}: expected a mapping at top level")
+    return params
+
+
+def get(params: dict, dotted: str, kind: type | tuple | None = None, *, lo=None, hi=None, choices=None):
+    """Read params[dotted] with a one-line error naming the key on any problem."""
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise fail(dotted, "missing from params.yaml")
+        node = node[part]
+    if kind is not None:
+        ok = isinstance(node, kind) and not (isinstance(node, bool) and bool not in _as_tuple(kind))
+        if kind in (float, (int, float)) and isinstance(node, int) and not isinstance(node, bool):
+            ok = True
+        if not ok:
+            names = "/".join(k.__name__ for k in _as_tuple(kind))
+            raise fail(dotted, f"expected {names}, got {type(node).__name__} {node!r}")
+    if choices is not None and node not in choices:
+        raise fail(dotted, f"unknown value {node!r}; allowed: {', '.join(map(str, choices))}")
+    if lo is not None and node < lo:
+        raise fail(dotted, f"must be >= {lo}, got {node!r}")
+    if hi is not None and node > hi:
+        raise fail(dotted, f"must be <= {hi}, got {node!r}")
+    return node
+
+
+def _as_tuple(kind):
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def make_index(sample_id, source, label, score, **extra) -> pd.DataFrame:
+    df = pd.DataFrame({"sample_id": sample_id, "source": source, "label": label, "score": score, **extra})
+    return df.astype(INDEX_COLUMNS)
+
+
+def write_index(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    missing = [c for c in INDEX_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"index lacks columns {missing}")
+    df = df.astype(INDEX_COLUMNS).reset_index(drop=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    # Fixed writer settings so the same rows give the same bytes (DVC hashes them).
+    df.to_parquet(tmp, index=False, compression="zstd", engine="pyarrow")
+    os.replace(tmp, path)
+
+
+def read_index(path: str | os.PathLike) -> pd.DataFrame:
+    df = pd.read_parquet(path)
+    missing = [c for c in INDEX_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: not a curated index (lacks {missing})")
+    return df
+
+
+def atomic_save_npy(path: str | os.PathLike, arr: np.ndarray) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
