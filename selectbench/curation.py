@@ -1,0 +1,287 @@
+"""The strategy registry: turns a shift's params into a curated index (+ stats).
+
+Adding a shift = a function here registered under a strategy name + an entry under `shifts:`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from . import strategies as S
+from .common import UserError, fail, get, make_index
+
+SOURCES = ("train", "pool", "generated")
+
+
+@dataclass
+class Curated:
+    index: pd.DataFrame
+    images: np.ndarray | None = None  # new images (generated shifts), rows of source 'generated'
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """Lazy access to everything a strategy may read, so a stage loads only what it uses."""
+
+    params: dict
+    root: Path = Path(".")
+    tmp_dir: Path = Path("data/tmp")
+
+    @cached_property
+    def classes(self) -> list[dict]:
+        with open(self.root / "data/meta/classes.yaml") as f:
+            return yaml.safe_load(f)["classes"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @cached_property
+    def train(self) -> dict:
+        from .data import load_split
+
+        return load_split(self.root / "data/raw/train.npz")
+
+    @cached_property
+    def pool_meta(self) -> pd.DataFrame:
+        return pd.read_parquet(self.root / "data/pool/meta.parquet")
+
+    @cached_property
+    def pool_images(self) -> np.ndarray:
+        return np.load(self.root / "data/pool/images.npy", mmap_mode="r")
+
+    def emb(self, kind: str) -> np.ndarray:
+        path = self.root / f"data/embeddings/{kind}.npy"
+        if not path.exists():
+            raise UserError(f"{path}: missing (run the embed stage first)")
+        return np.load(path).astype(np.float32)
+
+    @cached_property
+    def embedder(self):
+        from . import embedder
+
+        return embedder.load(self.root / "models/embedder")
+
+    @property
+    def base_rows(self) -> np.ndarray:
+        """Train rows reserved for base-derived shifts (never in the pool)."""
+        return np.flatnonzero(self.train["part"] == 0)
+
+
+def _cap(cfg: dict, key: str) -> int | None:
+    v = cfg.get("per_class_cap")
+    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+        raise fail(f"{key}.per_class_cap", f"expected null or an integer >= 0, got {v!r}")
+    return v
+
+
+def _index(source: str, rows, labels, scores) -> pd.DataFrame:
+    rows = np.asarray(rows, dtype=np.int64)
+    prefix = {"train": "fmnist_train", "pool": "pool", "generated": "gen"}[source]
+    return make_index([f"{prefix}:{r}" for r in rows], [source] * len(rows), labels, scores, row=rows)
+
+
+def curate_balanced(ctx: Context, cfg: dict, key: str) -> Curated:
+    per_class = get(ctx.params, f"{key}.per_class", int, lo=0)
+    rng = np.random.default_rng(get(ctx.params, f"{key}.seed", int))
+    base = ctx.base_rows
+    rel = S.balanced_subset(ctx.train["labels"][base], per_class, rng, ctx.num_classes)
+    rows = base[rel]
+    return Curated(_index("train", rows, ctx.train["labels"][rows], np.ones(len(rows))))
+
+
+def _queries(ctx: Context, cfg: dict, key: str) -> np.ndarray:
+    """Base-reserve rows used as queries/conditions, drawn by the shift's own seed so the shift
+    does not depend on the `in` shift's params."""
+    per_class = get(ctx.params, f"{key}.queries_per_class", int, lo=0)
+    rng = np.random.default_rng(get(ctx.params, f"{key}.seed", int))
+    base = ctx.base_rows
+    return base[S.balanced_subset(ctx.train["labels"][base], per_class, rng, ctx.num_classes)]
+
+
+def curate_img2img(ctx: Context, cfg: dict, key: str) -> Curated:
+    q = _queries(ctx, cfg, key)
+    k = get(ctx.params, f"{key}.k", int, lo=1)
+    dedup = get(ctx.params, f"{key}.dedup", str, choices=("none", "vote", "drop"))
+    rows, labels, scores = S.knn_transfer(ctx.emb("train_img")[q], ctx.train["labels"][q],
+                                          ctx.emb("pool_img"), k, dedup, ctx.num_classes)
+    keep = S.cap_per_class(labels, scores, _cap(cfg, key))
+    return Curated(_index("pool", rows[keep], labels[keep], scores[keep]),
+                   stats={"queries": int(len(q)), "k": k, "dedup": dedup})
+
+
+def _mentions(ctx: Context) -> np.ndarray:
+    return S.class_mentions(ctx.pool_meta["caption"].tolist(), [c["synonyms"] for c in ctx.classes])
+
+
+def curate_txt2img(ctx: Context, cfg: dict, key: str) -> Curated:
+    thr = get(ctx.params, "curation.clip_threshold", float, lo=-1.0, hi=1.0)
+    mentions = _mentions(ctx)
+    rows, labels, scores = S.text_filter(mentions, ctx.emb("pool_txt"), ctx.emb("class_txt"), thr)
+    keep = S.cap_per_class(labels, scores, _cap(cfg, key))
+    return Curated(_index("pool", rows[keep], labels[keep], scores[keep]),
+                   stats={"clip_threshold": thr, "single_class_captions": int((mentions.sum(1) == 1).sum())})
+
+
+def curate_substring(ctx: Context, cfg: dict, key: str) -> Curated:
+    rows, labels = S.single_mention(_mentions(ctx))
+    scores = np.ones(len(rows), dtype=np.float32)
+    keep = S.cap_per_class(labels, scores, _cap(cfg, key))
+    return Curated(_index("pool", rows[keep], labels[keep], scores[keep]))
+
+
+def curate_schema_map(ctx: Context, cfg: dict, key: str) -> Curated:
+    from .sources import OpenImagesLabels
+
+    verified = get(ctx.params, f"{key}.verified_only", bool)
+    oi = OpenImagesLabels(ctx.root / "data/pool/crowd_labels.csv", ctx.root / "data/meta/crowd_vocab.csv",
+                          ctx.root / "data/meta/oi_mapping.json")
+    df = oi.curate(verified_only=verified)
+    pool_ids = ctx.pool_meta["sample_id"].to_numpy()
+    lookup = pd.Series(np.arange(len(pool_ids)), index=pool_ids)
+    image_ids = df["sample_id"].str.slice(len("oi:"))
+    found = image_ids.isin(lookup.index)
+    if not found.all():
+        raise UserError(f"crowd labels name {int((~found).sum())} images that are not in the pool")
+    rows = lookup.loc[image_ids].to_numpy()
+    order = np.lexsort((df["label"].to_numpy(), rows))
+    idx = _index("pool", rows[order], df["label"].to_numpy()[order], df["score"].to_numpy()[order])
+    idx["oi_label"] = df["oi_label"].to_numpy()[order]
+    return Curated(idx, stats={"unmapped_classes": oi.unmapped_classes(ctx.num_classes)})
+
+
+def _hkm_draw(params: dict, emb: np.ndarray, n: int, key: str) -> np.ndarray:
+    from . import hkmeans
+
+    levels = get(params, f"{key}.levels", list)
+    if not levels or not all(isinstance(v, int) and v > 0 for v in levels):
+        raise fail(f"{key}.levels", f"expected a list of positive integers, got {levels!r}")
+    seed = get(params, f"{key}.seed", int)
+    tree = hkmeans.fit(emb, levels, n_iter=get(params, f"{key}.n_iter", int, lo=1),
+                       resample_steps=get(params, f"{key}.resample_steps", int, lo=0),
+                       sample_strategy=get(params, f"{key}.sample_strategy", str, choices=("closest", "random")), seed=seed)
+    return hkmeans.balanced_sample(tree, n, leaf=get(params, f"{key}.leaf", str, choices=("random", "closest")), seed=seed)
+
+
+def curate_hkm(ctx: Context, cfg: dict, key: str) -> Curated:
+    """Label-free balanced selection from the pool, then labels by k-NN vote against the
+    base-reserve embeddings (the only labelled data a curator is assumed to own)."""
+    n = get(ctx.params, f"{key}.n", int, lo=0)
+    pool_emb = ctx.emb("pool_img")
+    rows = _hkm_draw(ctx.params, pool_emb, n, key)
+    base = ctx.base_rows
+    labels, conf = S.knn_vote(pool_emb[rows], ctx.emb("train_img")[base], ctx.train["labels"][base],
+                              get(ctx.params, f"{key}.label_k", int, lo=1), ctx.num_classes)
+    return Curated(_index("pool", rows, labels, conf), stats={"levels": cfg["levels"]})
+
+
+def _generator(ctx: Context):
+    from . import generator
+
+    return generator.load_generator(ctx.root / "models/generator")
+
+
+def _prompts(ctx: Context, cfg: dict, key: str, labels: np.ndarray) -> list[str]:
+    template = get(ctx.params, f"{key}.prompt", str)
+    if "{name}" not in template:
+        raise fail(f"{key}.prompt", "must contain {name}")
+    names = [c["name"] for c in ctx.classes]
+    return [template.format(name=names[c]) for c in labels]
+
+
+def curate_sd_txt2img(ctx: Context, cfg: dict, key: str) -> Curated:
+    from . import generator
+
+    per_class = get(ctx.params, f"{key}.per_class", int, lo=0)
+    labels = np.repeat(np.arange(ctx.num_classes), per_class)
+    images = generator.txt2img(_generator(ctx), ctx.embedder.text_hidden, _prompts(ctx, cfg, key, labels),
+                               seed=get(ctx.params, f"{key}.seed", int), steps=get(ctx.params, f"{key}.steps", int, lo=1),
+                               guidance=get(ctx.params, f"{key}.guidance", float, lo=0.0),
+                               scheduler=get(ctx.params, f"{key}.scheduler", str, choices=("ddim", "unipc")),
+                               batch_size=get(ctx.params, f"{key}.batch_size", int, lo=1),
+                               resume_dir=ctx.tmp_dir / "generate" / key)
+    rows = np.arange(len(labels))
+    return Curated(_index("generated", rows, labels, np.ones(len(rows))), images=images,
+                   stats={"generated": int(len(rows))})
+
+
+def curate_sd_img2img(ctx: Context, cfg: dict, key: str) -> Curated:
+    from . import generator
+
+    q = _queries(ctx, cfg, key)
+    labels = ctx.train["labels"][q]
+    images = generator.img2img(_generator(ctx), ctx.embedder.text_hidden, ctx.train["images"][q],
+                               _prompts(ctx, cfg, key, labels), strength=get(ctx.params, f"{key}.strength", float, lo=0.0, hi=1.0),
+                               seed=get(ctx.params, f"{key}.seed", int), steps=get(ctx.params, f"{key}.steps", int, lo=1),
+                               guidance=get(ctx.params, f"{key}.guidance", float, lo=0.0),
+                               batch_size=get(ctx.params, f"{key}.batch_size", int, lo=1),
+                               resume_dir=ctx.tmp_dir / "generate" / key)
+    rows = np.arange(len(q))
+    idx = _index("generated", rows, labels, np.ones(len(rows)))
+    idx["condition"] = [f"fmnist_train:{r}" for r in q]
+    return Curated(idx, images=images, stats={"generated": int(len(rows))})
+
+
+STRATEGIES: dict[str, Callable[[Context, dict, str], Curated]] = {
+    "balanced": curate_balanced,
+    "img2img": curate_img2img,
+    "txt2img": curate_txt2img,
+    "substring": curate_substring,
+    "schema_map": curate_schema_map,
+    "hkm": curate_hkm,
+    "sd_txt2img": curate_sd_txt2img,
+    "sd_img2img": curate_sd_img2img,
+}
+
+
+def embeddings_of(ctx: Context, cur: Curated) -> np.ndarray:
+    """Embeddings of an index's items (generated ones are embedded on the fly)."""
+    out = np.empty((len(cur.index), 0), dtype=np.float32)
+    parts = {}
+    for source in cur.index["source"].unique():
+        m = (cur.index["source"] == source).to_numpy()
+        rows = cur.index["row"].to_numpy()[m]
+        if source == "train":
+            parts[source] = (m, ctx.emb("train_img")[rows])
+        elif source == "pool":
+            parts[source] = (m, ctx.emb("pool_img")[rows])
+        else:
+            parts[source] = (m, ctx.embedder.encode_images(cur.images[rows]))
+    if parts:
+        dim = next(iter(parts.values()))[1].shape[1]
+        out = np.empty((len(cur.index), dim), dtype=np.float32)
+        for m, e in parts.values():
+            out[m] = e
+    return out
+
+
+def rebalance(ctx: Context, cur: Curated, cfg: dict, key: str) -> Curated:
+    """Hierarchical balanced sampling over a shift's candidates (arXiv 2405.15613), applied
+    after the strategy and before sharding."""
+    n = get(ctx.params, f"{key}.n", int, lo=0)
+    if len(cur.index) == 0:
+        return cur
+    rows = _hkm_draw(ctx.params, embeddings_of(ctx, cur), n, key)
+    idx = cur.index.iloc[rows].reset_index(drop=True)
+    return Curated(idx, cur.images, {**cur.stats, "rebalanced_from": int(len(cur.index))})
+
+
+def run(ctx: Context, key: str) -> Curated:
+    shifts = get(ctx.params, "shifts", dict)
+    if key not in shifts:
+        raise fail("shifts", f"unknown shift {key!r}; defined: {', '.join(shifts)}")
+    sub = f"shifts.{key}"
+    cfg = get(ctx.params, sub, dict)
+    strategy = get(ctx.params, f"{sub}.strategy", str, choices=tuple(STRATEGIES))
+    cur = STRATEGIES[strategy](ctx, cfg, sub)
+    if cfg.get("rebalance"):
+        cur = rebalance(ctx, cur, get(ctx.params, f"{sub}.rebalance", dict), f"{sub}.rebalance")
+    cur.stats["strategy"] = strategy
+    return cur

@@ -1,0 +1,137 @@
+"""Utility metrics of a trained shift model (SELECT section "Utility metrics"), composed from
+selectbench.metrics; every number here is computed from data at run time."""
+from __future__ import annotations
+
+import copy
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import metrics as M
+from .training import predict
+
+
+# --- synthetic distribution shift (ImageNet-C analogue) -------------------------------------
+def _corrupt_chunk(args):
+    from imagecorruptions import corrupt
+
+    images, name, severity = args
+    out = np.empty_like(images)
+    for i, im in enumerate(images):
+        # The corruptions assume RGB images of at least 32 px: pad 28 -> 32, grey -> RGB, and back.
+        rgb = np.repeat(np.pad(im, 2)[..., None], 3, axis=2)
+        y = np.asarray(corrupt(rgb, corruption_name=name, severity=severity), dtype=np.float32)
+        out[i] = np.clip(y[2:30, 2:30].mean(axis=2).round(), 0, 255).astype(np.uint8)
+    return out
+
+
+def corrupted_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int, workers: int = 2):
+    """The 15 ImageNet-C corruptions x 5 severities of one fixed n-image test subset."""
+    from imagecorruptions import get_corruption_names
+
+    names = get_corruption_names()
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(images), size=min(n, len(images)), replace=False))
+    sub = images[pick]
+    jobs = [(sub, name, s) for name in names for s in range(1, 6)]
+    # corrupt() seeds numpy's global RNG nowhere, so fix it per job for repeatable noise.
+    with ProcessPoolExecutor(max_workers=workers, initializer=np.random.seed, initargs=(seed,)) as ex:
+        outs = list(ex.map(_seeded_chunk, [(j, seed + i) for i, j in enumerate(jobs)]))
+    cidx = np.repeat(np.arange(len(names)), 5 * len(sub))
+    sev = np.tile(np.repeat(np.arange(1, 6), len(sub)), len(names))
+    return np.concatenate(outs), np.tile(labels[pick], len(names) * 5), cidx, sev, names, pick
+
+
+def _seeded_chunk(job):
+    args, seed = job
+    np.random.seed(seed)
+    return _corrupt_chunk(args)
+
+
+def corruption_metrics(logits: np.ndarray, labels: np.ndarray, cidx: np.ndarray, sev: np.ndarray,
+                       names: list[str]) -> dict:
+    correct = logits.argmax(1) == labels
+    table = np.zeros((len(names), 5))
+    for c in range(len(names)):
+        for s in range(5):
+            m = (cidx == c) & (sev == s + 1)
+            table[c, s] = correct[m].mean() if m.any() else np.nan
+    return {"mean_top1": float(np.nanmean(table)),
+            "per_corruption": {n: float(np.nanmean(table[i])) for i, n in enumerate(names)},
+            "error_table": (1 - table).tolist()}
+
+
+# --- transfer (VTAB-inspired) ----------------------------------------------------------------
+def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+             test_y: np.ndarray, num_classes: int, cfg: dict, train_cfg: dict, seed: int) -> float:
+    """SELECT's protocol: new head, whole network fine-tuned with SGD, fixed steps, step decay."""
+    torch.manual_seed(seed)
+    m = copy.deepcopy(model)
+    m.reset_classifier(num_classes)
+    m.train()
+    opt = torch.optim.SGD(m.parameters(), lr=cfg["lr"], momentum=0.9, weight_decay=0.0)
+    steps = cfg["steps"]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(steps * 0.5), int(steps * 0.75)], gamma=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    x_all = _prep(train_x, train_cfg["img_size"])
+    y_all = torch.as_tensor(train_y, dtype=torch.long)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x_all), (cfg["batch_size"],), generator=gen)
+        loss = F.cross_entropy(m(x_all[idx]), y_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    m.eval()
+    pred = predict(m, test_x, train_cfg).argmax(1)
+    return float((pred == test_y).mean())
+
+
+def _prep(images: np.ndarray, size: int) -> torch.Tensor:
+    from .training import MEAN, STD
+
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255).unsqueeze(1)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return (x - MEAN[0]) / STD[0]
+
+
+# --- self-supervised guidance ------------------------------------------------------------------
+def ssl_guidance(shift_emb: np.ndarray, shift_labels: np.ndarray, test_emb: np.ndarray, test_labels: np.ndarray,
+                 num_classes: int, shots: list[int], ks: list[int], seed: int, temperature: float = 0.07) -> dict:
+    """Weighted kNN on the test split with `shots` samples per class from the shift as the bank.
+
+    Short classes contribute all the samples they have; empty classes contribute none, so their
+    test images can only be predicted as other classes (they count as errors, not skipped)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for shot in shots:
+        bank_rows = []
+        for c in range(num_classes):
+            members = np.flatnonzero(shift_labels == c)
+            bank_rows.append(rng.choice(members, size=min(shot, len(members)), replace=False))
+        rows = np.concatenate(bank_rows).astype(np.int64)
+        for k in ks:
+            probs = M.knn_classify(shift_emb[rows], shift_labels[rows], test_emb, num_classes, k=k, temperature=temperature)
+            out[f"{shot}shot_k{k}"] = float((probs.argmax(1) == test_labels).mean()) if len(rows) else float("nan")
+        out[f"{shot}shot_bank"] = int(len(rows))
+    return out
+
+
+# --- image quality ------------------------------------------------------------------------------
+def quality(shift_emb: np.ndarray, shift_labels: np.ndarray, ref_emb: np.ndarray, ref_labels: np.ndarray,
+            prompt_emb: np.ndarray, num_classes: int, max_items: int, seed: int) -> dict:
+    """Inception Score with a base-data kNN classifier as scoring network, CMMD against the base
+    train embeddings, and CLIP score of each image with its class prompt."""
+    if len(shift_emb) == 0:
+        return {"inception_score": float("nan"), "cmmd": float("nan"), "clip_score": float("nan")}
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(len(shift_emb), size=min(max_items, len(shift_emb)), replace=False))
+    ref = np.sort(rng.choice(len(ref_emb), size=min(max_items, len(ref_emb)), replace=False))
+    e, lab = shift_emb[take], shift_labels[take]
+    probs = M.knn_classify(ref_emb, ref_labels, e, num_classes, k=20)
+    is_mean, _ = M.inception_score(probs)
+    return {"inception_score": float(is_mean), "cmmd": float(M.mmd_rbf(e, ref_emb[ref])),
+            "clip_score": float(M.clip_score(e, prompt_emb[lab]))}

@@ -1,0 +1,1 @@
+"""Thin DVC stage CLIs over the selectbench library."""

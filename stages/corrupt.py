@@ -1,0 +1,32 @@
+"""corrupt: the ImageNet-C analogue, built once from a fixed test subset and shared by all shifts."""
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from selectbench.common import get, load_params, stage_main, write_json
+from selectbench.data import load_split
+from selectbench.evaluation import corrupted_set
+
+
+@stage_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m stages.corrupt")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default="data/corrupted")
+    args = ap.parse_args(argv)
+    p = load_params(args.params)
+    n = get(p, "corrupt.n", int, lo=1)
+    seed = get(p, "corrupt.seed", int)
+    test = load_split("data/raw/test.npz")
+    images, labels, cidx, sev, names, pick = corrupted_set(test["images"], test["labels"], n, seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "corrupted.npz", images=images, labels=labels, corruption=cidx, severity=sev, test_rows=pick)
+    write_json(out / "summary.json", {"corruptions": names, "severities": 5, "per_cell": int(len(pick)),
+                                      "images": int(len(images))})
+    print(f"corrupt: {len(names)} corruptions x 5 severities x {len(pick)} images = {len(images)}")
+
+
+if __name__ == "__main__":
+    main()

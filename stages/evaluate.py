@@ -1,0 +1,124 @@
+"""evaluate@<shift>: every per-shift utility metric -> reports/metrics/<shift>.json (DVC metrics).
+
+Cross-shift numbers (mCE relative to `in`, Spearman agreement with `in`) are computed by the
+report stage, so evaluating one shift never depends on another shift's model.
+"""
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from selectbench import evaluation as E
+from selectbench import metrics as M
+from selectbench.common import get, load_params, read_index, read_json, stage_main, write_json
+from selectbench.data import load_split
+from selectbench.training import load_model, predict
+
+
+def shift_embeddings(shift: str, index) -> np.ndarray:
+    """Embeddings of a shift's training items (generated images are embedded here)."""
+    out = None
+    for source in index["source"].unique():
+        m = (index["source"] == source).to_numpy()
+        rows = index["row"].to_numpy()[m]
+        if source == "train":
+            e = np.load("data/embeddings/train_img.npy", mmap_mode="r")[rows]
+        elif source == "pool":
+            e = np.load("data/embeddings/pool_img.npy", mmap_mode="r")[rows]
+        else:
+            from selectbench import embedder
+
+            imgs = np.load(f"data/curated/{shift}/images.npy", mmap_mode="r")[rows]
+            e = embedder.load("models/embedder").encode_images(imgs)
+        if out is None:
+            out = np.empty((len(index), e.shape[1]), dtype=np.float32)
+        out[m] = e
+    return out if out is not None else np.empty((0, 1), dtype=np.float32)
+
+
+@stage_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m stages.evaluate")
+    ap.add_argument("shift")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    p = load_params(args.params)
+    seed = get(p, "evaluate.seed", int)
+    t0 = time.perf_counter()
+    shift = args.shift
+    stats = read_json(f"data/curated/{shift}/stats.json")
+    index = read_index(f"data/curated/{shift}/index.parquet")
+    with open("data/meta/classes.yaml") as f:
+        classes = yaml.safe_load(f)["classes"]
+    C = len(classes)
+    out = {"shift": shift, "images": stats["images"], "coverage": stats["coverage"], "dataset": stats}
+    model, args_yaml = load_model(f"models/{shift}")
+    # Dataset-side metrics need no model, so they are reported even for a skipped shift.
+    shift_emb = shift_embeddings(shift, index)
+    labels = index["label"].to_numpy()
+    emb_test = np.load("data/embeddings/test_img.npy").astype(np.float32)
+    test = load_split("data/raw/test.npz")
+    train = load_split("data/raw/train.npz")
+    out["ssl_knn"] = E.ssl_guidance(shift_emb, labels, emb_test, test["labels"], C, get(p, "evaluate.ssl_shots", list),
+                                    get(p, "evaluate.ssl_k", list), seed)
+    base = np.flatnonzero(train["part"] == 0)
+    ref_emb = np.load("data/embeddings/train_img.npy", mmap_mode="r")[base].astype(np.float32)
+    from selectbench import embedder as EMB
+
+    prompts = EMB.load("models/embedder").encode_texts([f"a photo of a {c['name']}" for c in classes])
+    out["quality"] = E.quality(shift_emb, labels, ref_emb, train["labels"][base], prompts, C,
+                               get(p, "evaluate.quality_items", int, lo=2), seed)
+    noise_n = min(len(labels), get(p, "evaluate.noise_items", int, lo=0))
+    if noise_n >= 20 and len(np.unique(labels)) > 1:
+        rows = np.sort(np.random.default_rng(seed).choice(len(labels), size=noise_n, replace=False))
+        rate, per_class = M.estimate_label_noise(shift_emb[rows], labels[rows], C, folds=5, seed=seed)
+        out["label_noise"] = {"estimated": float(rate), "per_class_estimated": [float(v) for v in per_class]}
+    else:
+        out["label_noise"] = {"estimated": float("nan")}
+    if "label_precision" in stats:
+        out["label_noise"]["exact"] = 1.0 - stats["label_precision"]
+        out["label_noise"]["per_class_exact"] = [None if v is None else 1.0 - v for v in stats["label_precision_per_class"]]
+    if model is None:
+        out["status"] = f"not trained: {args_yaml.get('skipped', 'no model')}"
+    else:
+        cfg = args_yaml["train"]
+        logits = predict(model, test["images"], cfg)
+        pred = logits.argmax(1)
+        out["status"] = "ok"
+        out["top1"] = M.topk_accuracy(logits, test["labels"], 1)
+        out["top5"] = M.topk_accuracy(logits, test["labels"], 5)
+        out["per_class_accuracy"] = M.per_class_accuracy(pred, test["labels"], C).tolist()
+        cor = np.load("data/corrupted/corrupted.npz")
+        names = read_json("data/corrupted/summary.json")["corruptions"]
+        out["corruption"] = E.corruption_metrics(predict(model, cor["images"], cfg), cor["labels"],
+                                                 cor["corruption"], cor["severity"], names)
+        nat = np.load("data/natural/images.npy")
+        import pandas as pd
+
+        nat_labels = pd.read_parquet("data/natural/meta.parquet")["label"].to_numpy()
+        nat_pred = predict(model, nat, cfg).argmax(1) if len(nat) else np.empty(0, dtype=np.int64)
+        out["natural"] = {"top1": float((nat_pred == nat_labels).mean()) if len(nat) else float("nan"),
+                          "images": int(len(nat)), "correct": int((nat_pred == nat_labels).sum())}
+        tcfg = get(p, "transfer", dict)
+        accs, ns, per_task = [], [], {}
+        for task in tcfg["tasks"]:
+            d = np.load(f"data/tasks/{task}.npz")
+            acc = E.finetune(model, d["train_x"], d["train_y"], d["test_x"], d["test_y"],
+                             int(d["train_y"].max()) + 1, tcfg, cfg, seed)
+            lo, hi = M.binomial_ci(round(acc * len(d["test_y"])), len(d["test_y"]))
+            per_task[task] = {"top1": acc, "ci95": [float(lo), float(hi)], "n": int(len(d["test_y"]))}
+            accs.append(acc)
+            ns.append(len(d["test_y"]))
+        mean, lo, hi = M.mean_accuracy_ci(accs, ns)
+        out["transfer"] = {"mean": float(mean), "ci95": [float(lo), float(hi)], "tasks": per_task}
+    write_json(f"reports/metrics/{shift}.json", out)
+    write_json(f"reports/cost/evaluate_{shift}.json", {"wall_s": round(time.perf_counter() - t0, 2)})
+    top1 = out.get("top1")
+    print(f"evaluate@{shift}: top1 {top1:.4f}" if top1 is not None else f"evaluate@{shift}: {out['status']}",
+          f"({time.perf_counter() - t0:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()

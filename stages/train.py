@@ -1,0 +1,102 @@
+"""train@<shift>: the shared timm recipe on data/shards/<shift> -> models/<shift>/{model.safetensors, args.yaml}.
+
+With train.nproc > 1 it relaunches itself under torchrun (DDP: gloo on CPU, NCCL on GPU).
+"""
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from selectbench import shards, training
+from selectbench.common import get, load_params, read_json, stage_main, write_json
+
+
+def _distributed():
+    import torch
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ:
+        return 0, 1
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
+    return dist.get_rank(), dist.get_world_size()
+
+
+@stage_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m stages.train")
+    ap.add_argument("shift")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # fault tests
+    args = ap.parse_args(argv)
+    p = load_params(args.params)
+    cfg = training.check_config(dict(get(p, "train", dict)))
+    if cfg["nproc"] > 1 and "RANK" not in os.environ:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={cfg['nproc']}",
+               "-m", "stages.train", args.shift, "--params", args.params]
+        raise SystemExit(subprocess.call(cmd))
+    rank, world = _distributed()
+    out = Path(f"models/{args.shift}")
+    ckpt_dir = Path(f"checkpoints/{args.shift}")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stats = read_json(f"data/curated/{args.shift}/stats.json")
+    counts = np.asarray(stats["count_per_class"])
+    urls, sizes = shards.shard_urls(f"data/shards/{args.shift}")
+    resolved = {"shift": args.shift, "num_classes": int(len(counts)), "train": cfg, "samples": int(sum(sizes.values()))}
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        for f in out.glob("*"):
+            f.unlink()
+    if resolved["samples"] < cfg["batch_size"] * world:
+        # Documented behaviour: a shift too small for one batch is skipped explicitly, not crashed on.
+        if rank == 0:
+            resolved["skipped"] = f"{resolved['samples']} samples < one batch of {cfg['batch_size'] * world}"
+            with open(out / "args.yaml", "w") as f:
+                yaml.safe_dump(resolved, f, sort_keys=True)
+            write_json(f"reports/live/train_{args.shift}/metrics.json", {"skipped": True})
+            print(f"train@{args.shift}: skipped ({resolved['skipped']})")
+        return
+    from dvclive import Live
+
+    live = Live(f"reports/live/train_{args.shift}", dvcyaml=False, save_dvc_exp=False, report=None) if rank == 0 else None
+
+    def log(rec):
+        if rec["step"] % 10 == 0:
+            live.step = rec["step"]
+            live.log_metric("train/loss", rec["loss"])
+            live.log_metric("train/lr", rec["lr"])
+            live.next_step() if False else None
+
+    model, summary = training.train(urls, sizes, counts, cfg, ckpt_dir, log=log if live else None,
+                                    rank=rank, world=world, stop_after=args.stop_after)
+    if "stopped_at" in summary:
+        print(f"train@{args.shift}: stopped at step {summary['stopped_at']} (as asked)")
+        return
+    if rank == 0:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+        resolved.update({k: summary[k] for k in ("steps", "steps_per_epoch", "class_weights", "final_loss")})
+        with open(out / "args.yaml", "w") as f:
+            yaml.safe_dump(resolved, f, sort_keys=True)
+        live.summary = {"images_per_s": summary["images_per_s"], "final_loss": summary["final_loss"]}
+        live.end()
+        write_json(f"reports/cost/train_{args.shift}.json", {"wall_s": round(summary["wall_s"], 2),
+                   "images_per_s": round(summary["images_per_s"], 1), "world": world, "steps": summary["steps"]})
+        (ckpt_dir / "last.pt").unlink(missing_ok=True)  # a finished run needs no resume point
+        print(f"train@{args.shift}: {summary['steps']} steps, {summary['images_per_s']:.0f} img/s, "
+              f"final loss {summary['final_loss']:.3f}")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from selectbench.common import INDEX_COLUMNS, UserError
+from selectbench.sources import (
+    FASHION_MNIST_DIR,
+    FashionMNISTSource,
+    ImageFolderSource,
+    LaionSource,
+    OpenImagesLabels,
+    Source,
+    decode_image,
+    imagenet_a,
+    imagenet_r,
+    imagenet_sketch,
+    imagenet_v2,
+    read_idx,
+    sha256,
+    to_array,
+)
+
+try:
+    from tests import fixtures as fx
+except ImportError:  # pytest puts tests/ itself on sys.path when tests/ is not a package
+    import fixtures as fx
+
+
+def _check_meta(src, n):
+    m = src.meta()
+    assert len(m) == len(src) == n
+    assert m["sample_id"].is_unique
+    assert m["sample_id"].str.startswith(src.name + ":").all()
+    assert m["label"].dtype == np.int64
+    assert (m["caption"].map(type) == str).all()
+    return m
+
+
+# ---------------------------------------------------------------------------- to_array
+
+
+@pytest.mark.parametrize(
+    "kind, rgb",
+    [
+        ("cmyk_jpeg", (0, 255, 255)),  # pure cyan, Adobe-inverted CMYK read correctly
+        ("la_png", (255, 255, 255)),  # transparent -> white page
+        ("rgba_png", (0, 0, 255)),
+        ("huge_jpeg", (0, 200, 0)),
+        ("tall_png", (200, 100, 0)),
+    ],
+)
+def test_to_array_modes_rgb(kind, rgb):
+    img, reason = decode_image(fx.image_bytes(kind), draft_size=32)
+    assert reason is None
+    a = to_array(img, 16, "RGB")
+    assert a.shape == (16, 16, 3) and a.dtype == np.uint8
+    assert np.abs(a.reshape(-1, 3).mean(0) - rgb).max() <= 4
+
+
+def test_to_array_palette_transparency_and_16bit():
+    pal = Image.open(io.BytesIO(fx.image_bytes("palette_png")))
+    assert pal.mode == "P"
+    a = to_array(pal, 32, "RGB", fit="squash")
+    assert (a[:, :12] == 255).all()  # transparent half composited on white
+    assert (a[:, 20:] == (255, 0, 0)).all()
+    g16 = Image.open(io.BytesIO(fx.image_bytes("gray16_png")))
+    assert g16.mode.startswith("I;16")
+    g = to_array(g16, 8, "L")
+    assert g.shape == (8, 8) and abs(int(g.mean()) - 128) <= 1  # scaled, not clipped to 255
+    assert to_array(Image.new("F", (9, 9), 0.5), 4, "L").mean() == pytest.approx(128, abs=1)
+    assert to_array(Image.new("1", (9, 9), 1), 4, "RGB").min() == 255
+
+
+def test_to_array_huge_uses_draft_without_full_decode():
+    img = Image.open(io.BytesIO(fx.image_bytes("huge_jpeg")))
+    a = to_array(img, 64, "L")
+    assert a.shape == (64, 64)
+    assert img.size[0] <= 6000 // 8 * 2  # decoded at reduced scale
+    with pytest.raises(ValueError):
+        to_array(img, 0, "L")
+    with pytest.raises(ValueError):
+        to_array(img, 8, "CMYK")
+
+
+def test_decode_image_reasons():
+    assert decode_image(b"") == (None, "zero_byte")
+    assert decode_image(fx.image_bytes("not_image")) == (None, "unreadable")
+    assert decode_image(fx.image_bytes("truncated_jpeg")) == (None, "truncated")
+
+
+# ---------------------------------------------------------------------------- ImageFolder
+
+
+def test_imagefolder_mixed_modes(tmp_path):
+    f = fx.write_imagefolder(tmp_path)
+    src = ImageFolderSource(f.root, f.wnids, name="imagenet")
+    assert isinstance(src, Source)
+    m = _check_meta(src, f.n_items)
+    assert m["label"].value_counts().to_dict() == f.label_counts
+    assert set(m["path"]) == set(f.kinds)  # README.txt / notes.txt skipped
+    assert (m["caption"] == "").all()
+    ok = 0
+    for row, img in src.load(range(len(src)), draft_size=32):
+        if img is not None:
+            for mode, shape in (("RGB", (24, 24, 3)), ("L", (24, 24))):
+                assert to_array(img, 24, mode).shape == shape
+            ok += 1
+    assert ok == f.n_items - sum(f.errors.values())
+    assert src.errors == f.errors
+    assert {m["path"][r].split("/")[1] for r in src.failed} == {"truncated.JPEG", "empty.JPEG", "garbage.jpg"}
+
+
+def test_imagefolder_load_order_and_missing(tmp_path):
+    f = fx.write_imagefolder(tmp_path)
+    src = ImageFolderSource(f.root)  # no class list: sorted folders numbered 0..C-1
+    assert sorted(src.meta()["label"].unique()) == [0, 1, 2]
+    rows = [4, 0, 4]
+    assert [r for r, _ in src.load(rows)] == rows
+    os.remove(f.root / src.meta()["path"][0])
+    assert [img for _, img in src.load([0])] == [None]
+    assert src.errors["missing"] == 1
+    with pytest.raises(IndexError):
+        list(src.load([len(src)]))
+
+
+def test_imagefolder_unknown_folder_is_user_error(tmp_path):
+    f = fx.write_imagefolder(tmp_path)
+    with pytest.raises(UserError, match=fx.WNIDS[7]):
+        ImageFolderSource(f.root, f.wnids[:6])
+    with pytest.raises(UserError, match="not an integer"):
+        ImageFolderSource(f.root, class_index_from="int")
+
+
+@pytest.mark.parametrize(
+    "variant, ctor", [("imagenet_v2", imagenet_v2), ("imagenet_r", imagenet_r), ("imagenet_a", imagenet_a), ("imagenet_sketch", imagenet_sketch)]
+)
+def test_imagenet_variant_layouts(tmp_path, variant, ctor):
+    f = fx.write_imagenet_variant(tmp_path, variant)
+    src = ctor(f.root, f.wnids)
+    m = _check_meta(src, f.n_items)
+    assert src.name == variant
+    assert m["label"].value_counts().to_dict() == f.label_counts
+    assert (m["class_name"] == [f.wnids[i] for i in m["label"]]).all()
+    assert all(img is not None for _, img in src.load(range(len(src))))
+
+
+def test_imagenet_v2_index_range_and_wnid_file(tmp_path):
+    f = fx.write_imagenet_variant(tmp_path, "imagenet_v2")
+    with pytest.raises(UserError, match="class index 10"):
+        imagenet_v2(f.root, f.wnids[:10])
+    r = fx.write_imagenet_variant(tmp_path, "imagenet_r")
+    wnid_file = tmp_path / "wnids.txt"
+    wnid_file.write_text("".join(f"{w} name {i}\n" for i, w in enumerate(r.wnids)))
+    assert imagenet_r(r.root, wnid_file).meta()["label"].value_counts().to_dict() == r.label_counts
+
+
+# ---------------------------------------------------------------------------- LAION
+
+
+def test_laion_meta_embeddings_and_images(tmp_path):
+    f = fx.write_laion(tmp_path)
+    src = LaionSource(f.root)
+    assert isinstance(src, Source)
+    m = _check_meta(src, 10)
+    assert list(m["sample_id"]) == [f"laion:{k}" for k in f.keys]
+    assert list(m["caption"]) == f.captions
+    assert (m["label"] == -1).all()
+    img = src.image_embeddings()
+    txt = src.text_embeddings(mmap=False)
+    assert img.shape == txt.shape == (10, f.dim) and img.dtype == np.float16
+    assert list(img[:, 0]) == list(range(10)) and list(txt[:, 0]) == [-i for i in range(10)]
+    np.testing.assert_array_equal(img[3], fx.laion_embedding("img", 3, f.dim))
+    np.testing.assert_array_equal(src.embeddings("img", rows=[7, 2, 5])[:, 0], [7, 2, 5])
+    batches = list(src.iter_embeddings("text", batch=3))
+    assert [s for s, _ in batches] == [0, 3, 6, 9] and [len(b) for _, b in batches] == [3, 3, 3, 1]
+    np.testing.assert_array_equal(np.concatenate([b for _, b in batches]), txt)
+
+    got = dict(src.load(range(10)))
+    assert list(got) == list(range(10))
+    bad = {f.keys.index(k) for k in (f.truncated_key, f.zero_byte_key, f.missing_key)}
+    assert {r for r, im in got.items() if im is None} == bad
+    assert all(got[r].size == (40, 30) for r in set(range(10)) - bad)
+    assert src.errors == f.errors
+    idx = src.shard_index()
+    assert len(idx) == 9 and idx["key"].is_unique  # .txt/.json members not indexed
+
+
+def test_laion_index_cache_reused_and_invalidated(tmp_path, monkeypatch):
+    f = fx.write_laion(tmp_path)
+    cache = tmp_path / "cache" / "shards.parquet"
+    assert len(LaionSource(f.root, index_cache=cache).shard_index()) == 9
+    assert cache.exists()
+    with monkeypatch.context() as mp:
+        mp.setattr(LaionSource, "_scan_shards", lambda self, shards: pytest.fail("rescanned despite a fresh cache"))
+        src = LaionSource(f.root, index_cache=cache)
+        assert len(src.shard_index()) == 9
+        assert sum(im is not None for _, im in src.load(range(10))) == 7
+    f.shards[1].unlink()  # shard set changed: cache stale, rebuilt
+    src = LaionSource(f.root, index_cache=cache)
+    assert len(src.shard_index()) == 5
+    assert [im is None for _, im in src.load([5, 6])] == [True, True]
+    assert src.errors["missing"] == 2
+
+
+def test_laion_alignment_errors(tmp_path):
+    f = fx.write_laion(tmp_path)
+    bad = f.part_files["text_emb"][1]
+    np.save(bad, np.zeros((4, f.dim), np.float16))
+    with pytest.raises(UserError, match=r"text_emb_0001\.npy: 4 rows but metadata_0001\.parquet has 5"):
+        LaionSource(f.root)
+    f.part_files["img_emb"][0].unlink()
+    with pytest.raises(UserError, match=r"img_emb_0000\.npy: missing"):
+        LaionSource(f.root)
+
+
+def test_laion_dim_mismatch_orphan_part_and_bad_npy(tmp_path):
+    f = fx.write_laion(tmp_path)
+    np.save(f.part_files["img_emb"][1], np.zeros((5, f.dim + 1), np.float16))
+    with pytest.raises(UserError, match=r"img_emb_0001\.npy: embedding dim"):
+        LaionSource(f.root)
+    np.save(f.part_files["img_emb"][1], np.zeros((5, f.dim), np.float16))
+    np.save(f.root / "img_emb" / "img_emb_0007.npy", np.zeros((5, f.dim), np.float16))
+    with pytest.raises(UserError, match=r"img_emb_0007\.npy: embedding part 7 has no metadata"):
+        LaionSource(f.root)
+    (f.root / "img_emb" / "img_emb_0007.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(UserError, match=r"img_emb_0007\.npy"):
+        LaionSource(f.root)
+
+
+def test_laion_unpadded_release_names_and_no_shards(tmp_path):
+    f = fx.write_laion(tmp_path, parts=3, rows=2, pad=0)
+    (f.root / "img_emb").rename(f.root / "images")  # LAION-400M embedding release folder names
+    (f.root / "text_emb").rename(f.root / "texts")
+    src = LaionSource(f.root, shards=tmp_path / "nowhere")
+    assert len(src) == 6 and list(src.image_embeddings()[:, 0]) == list(range(6))
+    with pytest.raises(UserError, match="nowhere"):
+        list(src.load([0]))
+
+
+def test_laion_truncated_shard_warns_and_keeps_earlier_members(tmp_path):
+    f = fx.write_laion(tmp_path)
+    raw = f.shards[1].read_bytes()
+    f.shards[1].write_bytes(raw[:700])  # cut inside the first member's data
+    src = LaionSource(f.root)
+    with pytest.warns(UserWarning, match="00001.tar: tar ends early"):
+        ok = [r for r, im in src.load(range(10)) if im is not None]
+    assert ok == [0, 1, 2, 4]
+    assert src.errors == Counter({"truncated": 2, "missing": 4})
+
+
+def test_laion_duplicate_key_is_user_error(tmp_path):
+    f = fx.write_laion(tmp_path)
+    p = f.part_files["metadata"][1]
+    df = pd.read_parquet(p)
+    df.loc[0, "key"] = f.keys[0]
+    df.to_parquet(p, index=False)
+    with pytest.raises(UserError, match="metadata_0001.parquet: key '000000000' occurs twice"):
+        LaionSource(f.root).meta()
+
+
+# ---------------------------------------------------------------------------- OpenImages
+
+
+def _rows(df):
+    return [(s, int(label), o, round(float(sc), 6)) for s, label, o, sc in zip(df["sample_id"], df["label"], df["oi_label"], df["score"])]
+
+
+@pytest.mark.parametrize("chunksize", [2, 1000])
+def test_openimages_curate(tmp_path, chunksize):
+    f = fx.write_openimages(tmp_path)
+    oi = OpenImagesLabels(f.labels_csv, f.descriptions_csv, f.mapping_json, chunksize=chunksize)
+    df = oi.curate()
+    assert list(df.columns[:4]) == list(INDEX_COLUMNS)
+    assert df.dtypes[list(INDEX_COLUMNS)].astype(str).tolist() == [str(pd.Series([], dtype=t).dtype) for t in INDEX_COLUMNS.values()]
+    assert (df["source"] == "openimages").all() and (df["score"] == 1).all()
+    assert _rows(df) == f.verified  # once per mapped class, duplicates and negatives gone
+    assert _rows(oi.curate(verified_only=False)) == f.any_positive
+    assert oi.unmapped_classes(f.num_classes) == f.unmapped
+    with pytest.raises(UserError, match="outside 0..4"):
+        oi.unmapped_classes(5)
+
+
+def test_openimages_input_errors(tmp_path):
+    f = fx.write_openimages(tmp_path)
+    f.mapping_json.write_text('{"Mountain": 3}')
+    with pytest.raises(UserError, match="not in"):
+        OpenImagesLabels(f.labels_csv, f.descriptions_csv, f.mapping_json)
+    f.mapping_json.write_text('{"/m/09d_r": "alp"}')
+    with pytest.raises(UserError, match="class index"):
+        OpenImagesLabels(f.labels_csv, f.descriptions_csv, f.mapping_json)
+    f.mapping_json.write_text('{"/m/09d_r": [3, 4]}')
+    headerless = tmp_path / "class-descriptions.csv"  # pre-v6 files have no header line
+    headerless.write_text("/m/09d_r,Mountain\n/m/0k4j,Car\n")
+    oi = OpenImagesLabels([f.labels_csv, f.labels_csv], headerless, f.mapping_json)
+    assert sorted(oi.curate()["label"]) == [3, 3, 4, 4]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ImageID,LabelName\nx,/m/09d_r\n")
+    with pytest.raises(UserError, match="lacks columns.*Confidence"):
+        OpenImagesLabels(bad, f.descriptions_csv, f.mapping_json).curate()
+
+
+# ---------------------------------------------------------------------------- Fashion-MNIST / IDX
+
+
+def test_fashion_mnist_fixture(tmp_path):
+    f = fx.write_fashion_mnist(tmp_path)
+    tr = FashionMNISTSource(f.dir, "train")
+    te = FashionMNISTSource(f.dir, "test")
+    assert isinstance(tr, Source)
+    m = _check_meta(tr, 6)
+    assert list(m["label"]) == list(f.train_labels) and m["sample_id"][0] == "fashion_mnist:train/00000"
+    assert len(te) == 4 and te.meta()["sample_id"][3] == "fashion_mnist:test/00003"
+    (r, img), = list(tr.load([2]))
+    assert r == 2 and img.mode == "L" and np.array_equal(np.asarray(img), f.train_images[2])
+    sums = tr.checksums()
+    assert sums["train-images-idx3-ubyte.gz"] == sha256(f.dir / "train-images-idx3-ubyte.gz") and len(sums) == 2
+
+
+def test_read_idx_validation(tmp_path):
+    arr = np.arange(24, dtype=">i4").reshape(2, 3, 4)
+    p = fx.write_idx(tmp_path / "ok.gz", arr)
+    out = read_idx(p)
+    assert out.dtype == np.int32 and out.dtype.isnative and np.array_equal(out, arr)
+    assert np.array_equal(read_idx(fx.write_idx(tmp_path / "plain", np.arange(5, dtype=np.uint8), gz=False)), np.arange(5))
+    good = fx.idx_bytes(np.zeros((3, 28, 28), np.uint8))
+    cases = {
+        "magic.gz": gzip.compress(b"\x01\x02" + good[2:]),
+        "short.gz": gzip.compress(good[:-10]),
+        "long.gz": gzip.compress(good + b"\0"),
+        "cut.gz": gzip.compress(good)[:-20],
+        "empty.gz": gzip.compress(b""),
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UserError, match=name):
+            read_idx(tmp_path / name)
+    with pytest.raises(UserError, match="not found"):
+        read_idx(tmp_path / "absent.gz")
+
+
+def test_fashion_mnist_mismatch_is_user_error(tmp_path):
+    f = fx.write_fashion_mnist(tmp_path)
+    fx.write_idx(f.dir / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
+    with pytest.raises(UserError, match="3 labels for 4 images"):
+        FashionMNISTSource(f.dir, "test")
+    fx.write_idx(f.dir / "t10k-labels-idx1-ubyte.gz", np.full(4, 10, np.uint8))
+    with pytest.raises(UserError, match="labels outside"):
+        FashionMNISTSource(f.dir, "test")
+
+
+@pytest.mark.skipif(not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(), reason="dataset-fashion-mnist not installed")
+def test_fashion_mnist_real_test_split():
+    src = FashionMNISTSource(FASHION_MNIST_DIR, "test")
+    assert len(src) == 10_000 and src.images.shape == (10_000, 28, 28)
+    assert np.bincount(src.labels).tolist() == [1000] * 10

@@ -1,0 +1,70 @@
+"""Curation strategies as pure functions: known answers on hand-made inputs."""
+import numpy as np
+import pytest
+
+from selectbench import strategies as S
+from selectbench.common import UserError
+
+
+def test_balanced_subset_takes_per_class_and_caps_short_classes():
+    labels = np.array([0] * 10 + [1] * 3 + [2] * 0)
+    rows = S.balanced_subset(labels, 5, np.random.default_rng(0), num_classes=3)
+    assert np.bincount(labels[rows], minlength=3).tolist() == [5, 3, 0]
+    assert len(set(rows)) == len(rows)
+    again = S.balanced_subset(labels, 5, np.random.default_rng(0), num_classes=3)
+    assert np.array_equal(rows, again)
+
+
+def test_knn_transfer_labels_neighbours_with_query_label():
+    bank = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    queries = np.array([[1, 0.05], [0.05, 1]], dtype=np.float32)
+    rows, labels, scores = S.knn_transfer(queries, np.array([3, 7]), bank, k=2, dedup="vote", num_classes=8)
+    assert dict(zip(rows.tolist(), labels.tolist())) == {0: 3, 1: 3, 2: 7, 3: 7}
+    assert np.all(scores > 0.9)
+
+
+def test_knn_transfer_dedup_modes_on_a_conflict():
+    bank = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    # Both queries retrieve item 0; the closer one (label 1) should win the vote.
+    queries = np.array([[1, 0.0], [1, 0.5]], dtype=np.float32)
+    r, l, _ = S.knn_transfer(queries, np.array([1, 2]), bank, k=1, dedup="vote", num_classes=3)
+    assert r.tolist() == [0] and l.tolist() == [1]
+    r, l, _ = S.knn_transfer(queries, np.array([1, 2]), bank, k=1, dedup="drop", num_classes=3)
+    assert r.tolist() == []
+    r, l, _ = S.knn_transfer(queries, np.array([1, 2]), bank, k=1, dedup="none", num_classes=3)
+    assert r.tolist() == [0, 0] and sorted(l.tolist()) == [1, 2]
+    with pytest.raises(UserError):
+        S.knn_transfer(queries, np.array([1, 2]), bank, k=1, dedup="bogus", num_classes=3)
+
+
+def test_class_mentions_whole_words_and_synonyms():
+    syn = [["t-shirt", "tee"], ["coat", "jacket"], ["bag"]]
+    caps = ["Red TEE for sale", "coat of arms", "teenager jacket", "handbag", "a bag and a tee", "nothing"]
+    m = S.class_mentions(caps, syn)
+    assert m.tolist() == [[True, False, False], [False, True, False], [False, True, False],
+                          [False, False, False], [True, False, True], [False, False, False]]
+    rows, labels = S.single_mention(m)
+    assert rows.tolist() == [0, 1, 2] and labels.tolist() == [0, 1, 1]
+
+
+def test_text_filter_threshold_and_range():
+    mentions = np.array([[1, 0], [0, 1], [1, 1], [1, 0]], dtype=bool)
+    cap = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=np.float32)
+    defs = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    rows, labels, scores = S.text_filter(mentions, cap, defs, 0.5)
+    assert rows.tolist() == [0, 1] and labels.tolist() == [0, 1]
+    rows, _, _ = S.text_filter(mentions, cap, defs, -1.0)
+    assert rows.tolist() == [0, 1, 3]  # two-class caption never passes
+    with pytest.raises(UserError, match="clip_threshold"):
+        S.text_filter(mentions, cap, defs, 1.5)
+
+
+def test_knn_vote_and_cap_per_class():
+    bank = np.array([[1, 0], [0.95, 0.05], [0, 1]], dtype=np.float32)
+    lab, conf = S.knn_vote(np.array([[1, 0.01]], dtype=np.float32), bank, np.array([4, 4, 2]), k=3, num_classes=5)
+    assert lab.tolist() == [4] and 0.9 < conf[0] <= 1
+    labels = np.array([0, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.9, 0.5, 0.3, 0.2])
+    assert S.cap_per_class(labels, scores, 2).tolist() == [1, 2, 3, 4]
+    assert S.cap_per_class(labels, scores, None).tolist() == [0, 1, 2, 3, 4]
+    assert S.cap_per_class(labels, scores, 0).tolist() == []

@@ -1,0 +1,144 @@
+"""Shards and the shared timm recipe: weighting, determinism, resume, DDP, safe loading."""
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from selectbench import shards, training
+from selectbench.common import UserError
+
+CFG = {"model": "test_resnet", "img_size": 32, "budget": "steps", "epochs": 1, "steps": 12, "batch_size": 16,
+       "opt": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 2e-5, "sched": "cosine", "warmup_epochs": 1,
+       "min_lr": 0.0, "mixup": 0.2, "cutmix": 1.0, "label_smoothing": 0.1, "scale": [0.6, 1.0], "hflip": 0.5,
+       "class_weighting": "none", "effective_beta": 0.999, "shuffle_buffer": 50, "workers": 1, "ckpt_every": 5,
+       "seed": 0, "nproc": 1}
+
+
+def make_shards(d: Path, n=120, classes=4, per_shard=40, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    # Class-dependent brightness so a few steps already learn something.
+    imgs = (rng.random((n, 28, 28)) * 60 + labels[:, None, None] * 45).astype(np.uint8)
+    sizes = shards.write_shards(((f"{i:06d}", imgs[i], int(labels[i]), {"i": i}) for i in range(n)), d, per_shard)
+    return labels, sizes
+
+
+def digest(model, params_only=False):
+    h = hashlib.sha256()
+    # BatchNorm buffers are per-replica under DDP (synced from rank 0 at each forward), so the
+    # DDP check compares learned parameters only.
+    items = model.named_parameters() if params_only else model.state_dict().items()
+    for k, v in sorted(items):
+        h.update(k.encode())
+        h.update(v.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_shards_are_byte_deterministic_and_readable(tmp_path):
+    labels, sizes = make_shards(tmp_path / "a")
+    make_shards(tmp_path / "b")
+    assert sizes == {"shard-000000.tar": 40, "shard-000001.tar": 40, "shard-000002.tar": 40}
+    for name in sizes:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    urls, _ = shards.shard_urls(tmp_path / "a")
+    got = list(shards.iter_samples(urls))
+    assert [c for _, _, c in got] == labels.tolist()
+    assert shards.decode_png(got[0][1]).shape == (28, 28)
+    assert not (tmp_path / "a.partial").exists()
+
+
+def test_class_weights_modes_and_absent_classes():
+    counts = np.array([100, 10, 0, 1])
+    for mode in training.WEIGHTINGS:
+        w = training.class_weights(counts, mode)
+        assert np.all(np.isfinite(w)) and w[2] == 0
+        assert w[[0, 1, 3]].mean() == pytest.approx(1.0)
+    w = training.class_weights(counts, "inverse_frequency")
+    assert w[1] / w[0] == pytest.approx(10.0)
+    w = training.class_weights(counts, "effective_number", beta=0.9)
+    assert w[3] > w[1] > w[0]
+    assert np.all(training.class_weights(np.zeros(3), "inverse_frequency") == 0)
+    with pytest.raises(UserError):
+        training.class_weights(counts, "bogus")
+
+
+def test_weighted_soft_ce_reduces_to_weighted_ce():
+    logits = torch.randn(6, 3)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    w = torch.tensor([1.0, 2.0, 0.5])
+    got = training.weighted_soft_ce(logits, torch.nn.functional.one_hot(y, 3).float(), w)
+    want = torch.nn.functional.cross_entropy(logits, y, weight=w)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_check_config_names_the_key():
+    with pytest.raises(UserError, match="train.lr"):
+        training.check_config({**CFG, "lr": "fast"})
+    with pytest.raises(UserError, match="train.class_weighting"):
+        training.check_config({**CFG, "class_weighting": "sqrt"})
+    with pytest.raises(UserError, match="train.bogus"):
+        training.check_config({**CFG, "bogus": 1})
+    with pytest.raises(UserError, match="train.model"):
+        training.check_config({**CFG, "model": "no_such_net"})
+
+
+def test_training_is_deterministic_and_resumes_exactly(tmp_path):
+    labels, sizes = make_shards(tmp_path / "s")
+    urls, sizes = shards.shard_urls(tmp_path / "s")
+    counts = np.bincount(labels, minlength=4)
+    full, summary = training.train(urls, sizes, counts, CFG, tmp_path / "ck_full")
+    again, _ = training.train(urls, sizes, counts, CFG, None)
+    assert digest(full) == digest(again)
+    # Kill-equivalent: stop after 7 steps (checkpoint at 5), then rerun to the end.
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    training.train(urls, sizes, counts, CFG, ck, stop_after=7)
+    assert (ck / "last.pt").exists()
+    resumed, _ = training.train(urls, sizes, counts, CFG, ck)
+    assert digest(resumed) == digest(full)
+    assert summary["steps"] == 12 and np.isfinite(summary["final_loss"])
+    # A checkpoint from other params is not resumed from.
+    other = {**CFG, "lr": 0.01}
+    assert training.load_checkpoint(ck / "last.pt", training.fingerprint(other, sizes, 4)) is None
+
+
+def test_tampered_checkpoint_is_refused(tmp_path, capsys):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "last.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": Evil()}, f)
+    assert training.load_checkpoint(path, "00") is None
+    assert not (tmp_path / "pwned").exists()
+    assert "ignoring unreadable checkpoint" in capsys.readouterr().out
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    make_shards(tmp_path / "s", n=128)
+    script = (
+        "import sys, numpy as np, torch.distributed as dist;"
+        "from selectbench import shards, training;"
+        "from tests.test_training import CFG, digest;"
+        "dist.init_process_group('gloo');"
+        "urls, sizes = shards.shard_urls(sys.argv[1]);"
+        "m, s = training.train(urls, sizes, np.ones(4), {**CFG, 'steps': 4}, None, rank=dist.get_rank(), world=2);"
+        "print('DIGEST', dist.get_rank(), digest(m, True), s['world'], flush=True);"
+        "dist.destroy_process_group()"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        "--no-python", sys.executable, "-c", script, str(tmp_path / "s")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("DIGEST")]
+    assert len(lines) == 2
+    assert lines[0][2] == lines[1][2], "DDP replicas diverged"
+    assert lines[0][3] == "2"
