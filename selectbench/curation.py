@@ -175,11 +175,17 @@ def curate_hkm(ctx: Context, cfg: dict, key: str) -> Curated:
     base-reserve embeddings (the only labelled data a curator is assumed to own)."""
     n = get(ctx.params, f"{key}.n", int, lo=0)
     pool_emb = ctx.emb("pool_img")
-    rows = _hkm_draw(ctx.params, pool_emb, n, key)
     base = ctx.base_rows
+    candidates = np.arange(len(pool_emb))
+    prefilter = get(ctx.params, f"{key}.prefilter_clusters", int, lo=0)
+    if prefilter:  # keep only the pool's in-domain clusters before balancing (DataComp image-based filter)
+        keep = S.image_based_filter(pool_emb, ctx.emb("train_img")[base], prefilter, get(ctx.params, f"{key}.seed", int))
+        candidates = np.flatnonzero(keep)
+    rows = candidates[_hkm_draw(ctx.params, pool_emb[candidates], n, key)]
     labels, conf = S.knn_vote(pool_emb[rows], ctx.emb("train_img")[base], ctx.train["labels"][base],
                               get(ctx.params, f"{key}.label_k", int, lo=1), ctx.num_classes)
-    return Curated(_index("pool", rows, labels, conf), stats={"levels": cfg["levels"]})
+    return Curated(_index("pool", rows, labels, conf),
+                   stats={"levels": cfg["levels"], "candidates_after_prefilter": int(len(candidates))})
 
 
 def _generator(ctx: Context):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .common import UserError
+from .common import UserError, flush_denormal
 
 # Sized for a ~1 minute CPU budget: a ViT tower was 30x slower per step on 2 cores than timm's
 # small test_resnet; 32 px = 28 px padded. Captions are short, so 24 tokens suffice.
@@ -50,6 +50,7 @@ class Embedder:
     """Encodes images and texts into one normalised space; exposes token states for the generator."""
 
     def __init__(self, model: torch.nn.Module, context_length: int, image_size: int = 32):
+        flush_denormal()
         self.model = model.eval()
         self.context_length = context_length
         self.image_size = image_size
@@ -95,6 +96,7 @@ def train(images: np.ndarray, captions: list[str], arch: dict, *, steps: int, ba
 
     if len(images) != len(captions) or len(images) < 2:
         raise UserError(f"embedder: need >= 2 image-caption pairs, got {len(images)} images / {len(captions)} captions")
+    flush_denormal()
     torch.manual_seed(seed)
     model = build(arch)
     model.train()

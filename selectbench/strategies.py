@@ -136,3 +136,18 @@ def cap_per_class(labels: np.ndarray, scores: np.ndarray, cap: int | None) -> np
     start = np.searchsorted(lab_sorted, lab_sorted, side="left")
     rank = np.arange(len(order)) - start
     return np.sort(order[rank < cap])
+
+
+def image_based_filter(pool_emb: np.ndarray, target_emb: np.ndarray, n_clusters: int, seed: int,
+                       n_iter: int = 20) -> np.ndarray:
+    """DataComp's image-based filter: cluster the pool, keep the clusters whose centroid is the
+    nearest one of some target (base) image. Returns a boolean mask over the pool."""
+    import faiss
+
+    x = _normalise(pool_emb)
+    k = max(1, min(n_clusters, len(x)))
+    km = faiss.Kmeans(x.shape[1], k, niter=n_iter, seed=seed, verbose=False, spherical=True)
+    km.train(x)
+    _, pool_c = km.index.search(x, 1)
+    _, target_c = km.index.search(_normalise(target_emb), 1)
+    return np.isin(pool_c.ravel(), np.unique(target_c.ravel()))

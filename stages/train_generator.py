@@ -1,0 +1,61 @@
+"""train_generator: a small text-conditioned pixel-space diffusion model (diffusers UNet2DConditionModel)
+trained on the pool's image-caption pairs, conditioned on the embedder's text tower, the way Stable
+Diffusion conditions on CLIP text. Full profile: records the local Stable Diffusion weights to use."""
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from selectbench import embedder, generator
+from selectbench.common import fail, get, load_params, stage_main, write_json
+
+
+@stage_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m stages.train_generator")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default="models/generator")
+    args = ap.parse_args(argv)
+    p = load_params(args.params)
+    out = Path(args.out)
+    kind = get(p, "generator.kind", str, choices=("trained", "pretrained"))
+    if out.exists():
+        shutil.rmtree(out)
+    if kind == "pretrained":
+        model_dir = get(p, "generator.pretrained.model", str)
+        if not Path(model_dir).exists():
+            raise fail("generator.pretrained.model", f"directory not found: {model_dir}")
+        out.mkdir(parents=True)
+        write_json(out / "config.json", {"kind": "pretrained", "model": model_dir})
+        return
+    steps = get(p, "generator.steps", int, lo=1)
+    emb = embedder.load("models/embedder")
+    images = np.load("data/pool/images.npy")
+    captions = pd.read_parquet("data/pool/meta.parquet", columns=["caption"])["caption"].tolist()
+    from dvclive import Live
+
+    t = time.perf_counter()
+    with Live("reports/live/train_generator", dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        def log(step, loss):
+            if step % 10 == 0 or step == steps - 1:
+                live.step = step + 1
+                live.log_metric("loss", loss)
+        model = generator.train_generator(
+            images, captions, emb.text_hidden, emb.text_width, steps=steps,
+            batch_size=get(p, "generator.batch_size", int, lo=1), lr=get(p, "generator.lr", float, lo=0.0),
+            seed=get(p, "generator.seed", int), p_uncond=get(p, "generator.p_uncond", float, lo=0.0, hi=1.0),
+            unet_cfg=get(p, "generator.unet", dict), log=log, ckpt_dir=Path("checkpoints/generator"),
+            ckpt_every=get(p, "generator.ckpt_every", int, lo=0))
+    generator.save_generator(model, out)
+    for f in Path("checkpoints/generator").glob("*"):
+        shutil.rmtree(f) if f.is_dir() else f.unlink()
+    wall = time.perf_counter() - t
+    write_json("reports/cost/train_generator.json", {"wall_s": round(wall, 2), "steps": steps})
+    print(f"train_generator: {steps} steps in {wall:.0f}s -> {out}")
+
+
+if __name__ == "__main__":
+    main()

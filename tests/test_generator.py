@@ -1,0 +1,327 @@
+"""Synthetic-shift generators: determinism, resume, save/load, and Stable Diffusion plumbing.
+
+Everything runs on tiny random models on CPU; quality is not tested here.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from selectbench import generator as G
+from selectbench.common import UserError
+
+W = 32  # text width of the stand-in encoder
+TINY_UNET = {
+    "block_out_channels": [16, 32],
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+}
+CAPTIONS = ["a photo of a t-shirt", "a photo of an ankle boot", "a photo of a bag"]
+
+
+# Module scope so the module-scoped models below are built under it too: CPU float reductions
+# (and so bitwise results) depend on the thread count.
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class StandInText(torch.nn.Module):
+    """Deterministic token-level text features: a fixed random embedding of CLIP BPE ids."""
+
+    def __init__(self, width: int = W, context: int = 16):
+        super().__init__()
+        self.context = context
+        self.emb = torch.nn.Embedding(49408, width)
+        with torch.no_grad():
+            self.emb.weight.copy_(torch.randn(49408, width, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, texts):
+        import open_clip
+
+        return self.emb(open_clip.tokenizer.tokenize(list(texts), context_length=self.context))
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return StandInText()
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    imgs = np.zeros((24, 28, 28), np.uint8)
+    for i in range(24):
+        k = i % 3
+        imgs[i, 6 + 2 * k:22, 6:22 - 2 * k] = rng.integers(120, 255)
+    caps = [CAPTIONS[i % 3] for i in range(24)]
+    return imgs, caps
+
+
+def _train(data, enc, **kw):
+    imgs, caps = data
+    args = dict(steps=4, batch_size=8, lr=2e-3, seed=0, unet_cfg=TINY_UNET)
+    args.update(kw)
+    return G.train_generator(imgs, caps, enc, W, **args)
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.unet.state_dict(), b.unet.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def model(data, enc):
+    return _train(data, enc)
+
+
+def test_training_is_deterministic_and_seeded(data, enc, model):
+    assert _same_weights(model, _train(data, enc))
+    assert not _same_weights(model, _train(data, enc, seed=1))
+
+
+def test_training_with_per_batch_caption_encoding(data, enc):
+    # More distinct captions than steps * batch_size: captions are encoded batch by batch.
+    imgs, _ = data
+    caps = [f"a photo of item {i}" for i in range(len(imgs))]
+    a = G.train_generator(imgs, caps, enc, W, steps=2, batch_size=8, lr=1e-3, seed=0, unet_cfg=TINY_UNET)
+    b = G.train_generator(imgs, caps, enc, W, steps=2, batch_size=8, lr=1e-3, seed=0, unet_cfg=TINY_UNET)
+    assert _same_weights(a, b)
+
+
+def test_training_resumes_to_the_uninterrupted_result(data, enc, model, tmp_path):
+    logged = []
+
+    def crash_at_2(step, loss):
+        logged.append(step)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(data, enc, ckpt_dir=tmp_path, ckpt_every=1, log=crash_at_2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000003"]
+
+    logged.clear()
+    resumed = _train(data, enc, ckpt_dir=tmp_path, ckpt_every=1, log=lambda s, loss: logged.append(s))
+    assert logged == [3]
+    assert _same_weights(resumed, model)
+
+    # A checkpoint from another configuration is not resumed from.
+    logged.clear()
+    other = _train(data, enc, ckpt_dir=tmp_path, lr=1e-3, log=lambda s, loss: logged.append(s))
+    assert logged == [0, 1, 2, 3]
+    assert not _same_weights(other, model)
+
+
+def test_save_load_roundtrip(model, enc, tmp_path):
+    G.save_generator(model, tmp_path / "gen")
+    assert (tmp_path / "gen" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    loaded = G.load_generator(tmp_path / "gen")
+    assert _same_weights(loaded, model)
+    kw = dict(seed=3, steps=2, batch_size=4, progress=False)
+    assert np.array_equal(G.txt2img(model, enc, CAPTIONS, **kw), G.txt2img(loaded, enc, CAPTIONS, **kw))
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "unipc"])
+def test_txt2img_is_per_item_deterministic(model, enc, scheduler):
+    prompts = [CAPTIONS[i % 3] for i in range(7)]
+    kw = dict(steps=3, guidance=3.0, scheduler=scheduler, progress=False)
+    a = G.txt2img(model, enc, prompts, seed=5, batch_size=4, **kw)
+    assert a.shape == (7, 28, 28) and a.dtype == np.uint8
+    assert np.array_equal(a, G.txt2img(model, enc, prompts, seed=5, batch_size=4, **kw))
+    # Item i's noise is seeded by (seed, i): batching does not change what item i becomes
+    # (allowing one grey level for batch-size dependent float reductions).
+    b = G.txt2img(model, enc, prompts, seed=5, batch_size=3, **kw)
+    assert np.abs(a.astype(int) - b).max() <= 1
+    assert not np.array_equal(a, G.txt2img(model, enc, prompts, seed=6, batch_size=4, **kw))
+
+
+def test_img2img_strength(model, enc, data):
+    imgs, caps = data
+    imgs, caps = imgs[:5], caps[:5]
+    kw = dict(steps=4, seed=2, batch_size=4, progress=False)
+    assert np.array_equal(G.img2img(model, enc, imgs, caps, strength=0.0, **kw), imgs)
+    half = G.img2img(model, enc, imgs, caps, strength=0.5, **kw)
+    assert half.shape == imgs.shape and half.dtype == np.uint8
+    assert np.array_equal(half, G.img2img(model, enc, imgs, caps, strength=0.5, **kw))
+    assert not np.array_equal(half, imgs)
+    # The output depends on the input image, not only on the noise.
+    assert not np.array_equal(half, G.img2img(model, enc, imgs[::-1].copy(), caps, strength=0.5, **kw)[::-1])
+    uni = G.img2img(model, enc, imgs, caps, strength=0.5, scheduler="unipc", **kw)
+    assert uni.shape == imgs.shape
+
+
+def test_resume_dir_skips_finished_batches(model, enc, data, tmp_path):
+    imgs, caps = data
+    imgs, caps = imgs[:10], caps[:10]
+    kw = dict(strength=0.75, steps=4, seed=9, batch_size=4, progress=False)
+    full = G.img2img(model, enc, imgs, caps, **kw)
+
+    calls = {"n": 0}
+    real_forward = model.unet.forward
+    budget = 3  # one finished batch (3 denoising steps at strength 0.75), then a "kill"
+
+    def counted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > budget:
+            raise KeyboardInterrupt
+        return real_forward(*a, **k)
+
+    model.unet.forward = counted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            G.img2img(model, enc, imgs, caps, resume_dir=tmp_path, **kw)
+        assert [p.name for p in sorted(tmp_path.glob("items-*.npy"))] == ["items-00000000-00000004.npy"]
+        calls["n"], budget = 0, 10**6
+        resumed = G.img2img(model, enc, imgs, caps, resume_dir=tmp_path, **kw)
+        assert calls["n"] == 2 * 3  # only the two unfinished batches ran
+        assert np.array_equal(resumed, full)
+        # Another request in the same folder does not reuse those batches.
+        calls["n"] = 0
+        other = G.img2img(model, enc, imgs, caps, resume_dir=tmp_path, **{**kw, "seed": 10})
+        assert calls["n"] == 3 * 3
+        assert not np.array_equal(other, full)
+    finally:
+        del model.unet.forward
+
+
+def test_bad_inputs_are_user_errors(model, enc, data):
+    imgs, caps = data
+    with pytest.raises(UserError, match="captions"):
+        G.train_generator(imgs, caps[:-1], enc, W, steps=1, batch_size=2, lr=1e-3, seed=0)
+    with pytest.raises(UserError, match="images"):
+        G.train_generator(imgs.astype(np.float32), caps, enc, W, steps=1, batch_size=2, lr=1e-3, seed=0)
+    with pytest.raises(UserError, match="encode_prompts"):
+        G.train_generator(imgs, caps, enc, W + 1, steps=1, batch_size=2, lr=1e-3, seed=0, unet_cfg=TINY_UNET)
+    with pytest.raises(UserError, match="unet_cfg.in_channels"):
+        G.build_generator(W, {"in_channels": 3})
+    with pytest.raises(UserError, match="scheduler"):
+        G.txt2img(model, enc, CAPTIONS, seed=0, scheduler="euler", progress=False)
+    with pytest.raises(UserError, match="strength"):
+        G.img2img(model, enc, imgs, caps, seed=0, strength=1.5, progress=False)
+    with pytest.raises(UserError, match="not a saved generator"):
+        G.load_generator(os.devnull)
+
+
+# --------------------------------------------------------------------------------------------
+# Stable Diffusion: tiny random pipelines saved and reloaded offline
+
+
+def _clip_tokenizer_files(out_dir):
+    """vocab.json + merges.txt equivalent to CLIP's tokenizer, from open_clip's BPE file."""
+    import open_clip
+    from open_clip.tokenizer import bytes_to_unicode
+
+    path = os.path.join(os.path.dirname(open_clip.__file__), "bpe_simple_vocab_16e6.txt.gz")
+    merges = gzip.open(path).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+    byte_tokens = list(bytes_to_unicode().values())
+    vocab = byte_tokens + [t + "</w>" for t in byte_tokens] + ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "vocab.json"), "w") as f:
+        json.dump({tok: i for i, tok in enumerate(vocab)}, f)
+    with open(os.path.join(out_dir, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def _tiny_sd_components(tmp, variation: bool):
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=4, attention_head_dim=2)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              steps_offset=1)
+    parts = dict(unet=unet, vae=vae, scheduler=scheduler, safety_checker=None, feature_extractor=None)
+    if variation:
+        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        parts["image_encoder"] = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            image_size=32, patch_size=4)).eval()
+        parts["feature_extractor"] = CLIPImageProcessor(crop_size=32, size=32)
+    else:
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+        _clip_tokenizer_files(tmp / "tok")
+        parts["tokenizer"] = CLIPTokenizer.from_pretrained(tmp / "tok", model_max_length=16)
+        parts["text_encoder"] = CLIPTextModel(CLIPTextConfig(
+            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32, intermediate_size=37,
+            num_attention_heads=4, num_hidden_layers=2, vocab_size=49408, max_position_embeddings=16)).eval()
+    return parts
+
+
+@pytest.fixture(scope="module")
+def sd_dirs(tmp_path_factory):
+    from diffusers import StableDiffusionImageVariationPipeline, StableDiffusionPipeline
+
+    tmp = tmp_path_factory.mktemp("sd")
+    StableDiffusionPipeline(**_tiny_sd_components(tmp, False), requires_safety_checker=False) \
+        .save_pretrained(tmp / "sd")
+    StableDiffusionImageVariationPipeline(**_tiny_sd_components(tmp, True), requires_safety_checker=False) \
+        .save_pretrained(tmp / "sdvar")
+    return tmp / "sd", tmp / "sdvar"
+
+
+def _check_pil(out, n, size=32):
+    assert len(out) == n
+    assert all(im.mode == "RGB" and im.size == (size, size) for im in out)
+
+
+def _arrays(out):
+    return np.stack([np.asarray(im) for im in out])
+
+
+def test_sd_txt2img_end_to_end(sd_dirs, tmp_path):
+    pipe = G.load_sd_pipeline(sd_dirs[0], mode="txt2img", device="cpu")
+    assert pipe.safety_checker is None and pipe.unet.dtype == torch.float32
+    kw = dict(seed=0, steps=2, guidance=3.0, size=32, batch_size=2, progress=False)
+    out = G.generate_sd(pipe, CAPTIONS, **kw)
+    _check_pil(out, 3)
+    assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
+    again = G.generate_sd(pipe, CAPTIONS, resume_dir=tmp_path, **kw)
+    assert np.array_equal(_arrays(out), _arrays(again))
+    assert len(list(tmp_path.glob("items-*.npy"))) == 2
+    _check_pil(G.generate_sd(pipe, CAPTIONS[:1], scheduler="ddim", **kw), 1)
+
+
+def test_sd_img2img_end_to_end(sd_dirs, data):
+    imgs, _ = data
+    pipe = G.load_sd_pipeline(sd_dirs[0], mode="img2img", device="cpu")
+    kw = dict(prompts=CAPTIONS, seed=0, steps=2, guidance=3.0, size=32, batch_size=2, strength=0.75, progress=False)
+    out = G.generate_sd(pipe, list(imgs[:3]), **kw)
+    _check_pil(out, 3)
+    assert np.array_equal(_arrays(out), _arrays(G.generate_sd(pipe, list(imgs[:3]), **kw)))
+    with pytest.raises(UserError, match="prompts"):
+        G.generate_sd(pipe, list(imgs[:3]), seed=0, steps=2, guidance=3.0, size=32, batch_size=2)
+
+
+def test_sd_image_variation_end_to_end(sd_dirs, data):
+    imgs, _ = data
+    pipe = G.load_sd_pipeline(sd_dirs[1], mode="variation", device="cpu")
+    kw = dict(seed=0, steps=2, guidance=3.0, size=32, batch_size=2, progress=False)
+    out = G.generate_sd(pipe, list(imgs[:3]), **kw)
+    _check_pil(out, 3)
+    assert np.array_equal(_arrays(out), _arrays(G.generate_sd(pipe, list(imgs[:3]), **kw)))
+
+
+def test_sd_load_errors_are_user_errors(sd_dirs, tmp_path):
+    with pytest.raises(UserError, match="mode"):
+        G.load_sd_pipeline(sd_dirs[0], mode="inpaint", device="cpu")
+    with pytest.raises(UserError, match="cannot load"):
+        G.load_sd_pipeline(tmp_path, mode="txt2img", device="cpu")
+    with pytest.raises(UserError, match="cannot load"):
+        G.load_sd_pipeline(sd_dirs[0], mode="variation", device="cpu")

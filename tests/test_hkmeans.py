@@ -1,0 +1,333 @@
+"""Hierarchical k-means curation: known answers, exact budgets, determinism, degenerate inputs, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from selectbench import hkmeans as H
+from selectbench.common import UserError
+
+# The test machine is a shared 2-core box where multi-threaded faiss/BLAS calls stall on each
+# other; one thread keeps the suite fast and its timings stable.
+T = 1
+
+GROUP_SIZES = [10000, 3000, 1000, 300, 100]
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(0)
+    centres = np.array([[-4, 0], [0, 0], [4, 0], [-2, 4], [2, 4]], dtype=float)
+    x = np.concatenate([rng.normal(c, 0.7, (n, 2)) for c, n in zip(centres, GROUP_SIZES)]).astype(np.float32)
+    group = np.repeat(np.arange(len(GROUP_SIZES)), GROUP_SIZES)
+    return x, group
+
+
+@pytest.fixture(scope="module")
+def blob_tree(blobs):
+    x, _ = blobs
+    return H.fit(x, [200, 20], seed=0, threads=T)
+
+
+def shares(idx, group):
+    return np.bincount(group[idx], minlength=len(GROUP_SIZES)) / len(idx)
+
+
+def kl_to_uniform(p):
+    nz = p > 0
+    return float(np.sum(p[nz] * np.log(p[nz] * len(p))))
+
+
+# ------------------------------------------------------------------------------ known answers
+
+
+def test_balanced_draw_is_close_to_uniform_across_groups(blobs, blob_tree):
+    x, group = blobs
+    for leaf in ("random", "closest"):
+        idx = H.balanced_sample(blob_tree, 500, leaf=leaf, seed=0)
+        p = shares(idx, group)
+        assert len(idx) == 500
+        assert p.min() > 0.1, (leaf, p)
+        assert kl_to_uniform(p) < 0.1, (leaf, p)
+    # The same budget drawn uniformly at random follows the 10000:...:100 sizes instead.
+    rand = np.random.default_rng(0).choice(len(x), 500, replace=False)
+    p = shares(rand, group)
+    assert p.min() < 0.02
+    assert kl_to_uniform(p) > 0.5
+
+
+def test_tree_structure(blobs, blob_tree):
+    x, _ = blobs
+    t = blob_tree
+    assert t.n_points == len(x) and t.n_levels == 2
+    assert t.n_clusters == [200, 20]
+    sizes = t.sizes()
+    assert sizes[0].sum() == len(x) and sizes[1].sum() == len(x)
+    assert (sizes[0] > 0).all() and (sizes[1] > 0).all()
+    assert t.assignments[1].shape == (200,)
+    # Level-2 clusters are clusters of level-1 clusters, so composing the maps gives the labels.
+    np.testing.assert_array_equal(t.labels(2), t.assignments[1][t.assignments[0]])
+    # Centroids are reported in the input's coordinates, and point_sqdist measures to them.
+    lab = t.assignments[0]
+    d = ((x - t.centroids[0][lab]) ** 2).sum(1)
+    np.testing.assert_allclose(t.point_sqdist, d, rtol=1e-3, atol=1e-4)
+
+
+def test_closest_leaf_takes_points_nearest_the_centroid():
+    # One level, one cluster, no resampling (which would move the centroid to the mean of a
+    # closest-first sample): the closest draw is exactly the points nearest the mean.
+    x = np.arange(11, dtype=np.float32)[:, None]
+    tree = H.fit(x, [1], resample_steps=0, threads=T)
+    np.testing.assert_array_equal(H.balanced_sample(tree, 3, leaf="closest"), [4, 5, 6])
+
+
+# ------------------------------------------------------------------------------ water filling
+
+
+def test_water_fill_known_answers():
+    np.testing.assert_array_equal(H.water_fill(np.array([5, 1, 3, 10]), 12), [4, 1, 3, 4])
+    # One unit left over after the equal share goes to the largest uncapped bin.
+    np.testing.assert_array_equal(H.water_fill(np.array([5, 1, 3, 10]), 11), [3, 1, 3, 4])
+    # Among equal sizes the lower index gets it.
+    np.testing.assert_array_equal(H.water_fill(np.array([2, 2, 2]), 4), [2, 1, 1])
+    np.testing.assert_array_equal(H.water_fill(np.array([2, 0, 7]), 100), [2, 0, 7])
+    np.testing.assert_array_equal(H.water_fill(np.array([4, 4]), 0), [0, 0])
+    assert H.water_fill(np.array([], dtype=int), 5).shape == (0,)
+
+
+def _greedy_water_fill(sizes, n):
+    """Unit by unit to the least-filled open bin; ties to the larger bin, then the lower index."""
+    alloc = np.zeros(len(sizes), dtype=np.int64)
+    for _ in range(min(n, int(sizes.sum()))):
+        open_ = np.flatnonzero(alloc < sizes)
+        best = min(open_, key=lambda i: (alloc[i], -sizes[i], i))
+        alloc[best] += 1
+    return alloc
+
+
+def test_water_fill_matches_unit_by_unit_filling():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        sizes = rng.integers(0, 12, size=rng.integers(1, 9))
+        n = int(rng.integers(0, sizes.sum() + 5))
+        alloc = H.water_fill(sizes, n)
+        assert alloc.sum() == min(n, sizes.sum())
+        assert (alloc <= sizes).all() and (alloc >= 0).all()
+        np.testing.assert_array_equal(alloc, _greedy_water_fill(sizes, n))
+
+
+def test_water_fill_rejects_bad_input():
+    with pytest.raises(UserError):
+        H.water_fill(np.array([1, -1]), 1)
+    with pytest.raises(UserError):
+        H.water_fill(np.ones((2, 2), dtype=int), 1)
+    with pytest.raises(UserError):
+        H.water_fill(np.array([1, 2]), -1)
+
+
+# ------------------------------------------------------------------------------ exact budgets
+
+
+def test_exact_totals_sorted_unique(blob_tree):
+    n_points = blob_tree.n_points
+    for n in (0, 1, 7, 499, 500, 14399, n_points, n_points + 1000):
+        idx = H.balanced_sample(blob_tree, n, seed=3)
+        assert len(idx) == min(n, n_points)
+        assert idx.dtype == np.int64
+        assert (np.diff(idx) > 0).all()
+        if len(idx):
+            assert 0 <= idx[0] and idx[-1] < n_points
+
+
+def test_multiplier_allows_repeats_up_to_the_cap(blob_tree):
+    n_points = blob_tree.n_points
+    idx = H.balanced_sample(blob_tree, n_points + 500, multiplier=2, seed=0)
+    assert len(idx) == n_points + 500
+    assert (np.diff(idx) >= 0).all()
+    assert np.bincount(idx).max() == 2
+    assert len(H.balanced_sample(blob_tree, 10 * n_points, multiplier=2)) == 2 * n_points
+    with pytest.raises(UserError):
+        H.balanced_sample(blob_tree, 5, multiplier=0)
+
+
+def test_sample_rejects_bad_arguments(blob_tree):
+    with pytest.raises(UserError):
+        H.balanced_sample(blob_tree, -1)
+    with pytest.raises(UserError):
+        H.balanced_sample(blob_tree, 5, leaf="farthest")
+
+
+# ------------------------------------------------------------------------------ determinism
+
+
+def test_same_seed_same_result_other_seed_differs():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1500, 8)).astype(np.float32)
+    a = H.fit(x, [30, 5], seed=7, threads=T)
+    b = H.fit(x, [30, 5], seed=7, threads=T)
+    for u, v in zip(a.assignments, b.assignments):
+        np.testing.assert_array_equal(u, v)
+    for u, v in zip(a.centroids, b.centroids):
+        np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(H.balanced_sample(a, 200, seed=1), H.balanced_sample(b, 200, seed=1))
+    assert not np.array_equal(H.balanced_sample(a, 200, seed=1), H.balanced_sample(a, 200, seed=2))
+    c = H.fit(x, [30, 5], seed=8, threads=T)
+    assert not np.array_equal(a.assignments[0], c.assignments[0])
+
+
+def test_options_run_and_chunking_keeps_the_partition():
+    # Three far-apart tight blobs: every variant must find exactly them.
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(c, 0.1, (200, 3)) for c in (0.0, 10.0, 20.0)]).astype(np.float32)
+    truth = np.repeat(np.arange(3), 200)
+    variants = [
+        dict(),
+        dict(chunk=64),
+        dict(init="random", sample_strategy="random"),
+        dict(resample_steps=[0], n_iter=0),
+        dict(sample_size=[5], resample_steps=2),
+    ]
+    for kw in variants:
+        tree = H.fit(x, [3], seed=0, threads=T, **kw)
+        lab = tree.assignments[0]
+        # Same partition up to relabelling: each true blob maps to one cluster and vice versa.
+        pairs = set(zip(truth.tolist(), lab.tolist()))
+        assert len(pairs) == 3 and len({p[1] for p in pairs}) == 3, kw
+
+
+# ------------------------------------------------------------------------------ degenerate inputs
+
+
+def test_fewer_points_than_clusters_reduces_k_with_a_warning():
+    x = np.random.default_rng(4).standard_normal((7, 3))
+    with pytest.warns(H.ClusterCountWarning, match="level 1: 10 clusters requested, 7"):
+        tree = H.fit(x, [10, 3], threads=T)
+    assert tree.n_clusters == [7, 3]
+    assert sorted(tree.assignments[0].tolist()) == list(range(7))
+    np.testing.assert_array_equal(H.balanced_sample(tree, 100), np.arange(7))
+
+
+def test_all_duplicate_points():
+    x = np.tile(np.array([[1.5, -2.0, 3.0]]), (50, 1))
+    with pytest.warns(H.ClusterCountWarning):
+        tree = H.fit(x, [5, 2], threads=T)
+    assert tree.n_clusters == [1, 1]
+    np.testing.assert_allclose(tree.centroids[0], [[1.5, -2.0, 3.0]], rtol=1e-6)
+    idx = H.balanced_sample(tree, 10, seed=0)
+    assert len(idx) == 10 and len(np.unique(idx)) == 10
+
+
+def test_partly_duplicate_points_keep_one_cluster_per_distinct_value():
+    x = np.repeat(np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]), 20, axis=0)
+    with pytest.warns(H.ClusterCountWarning):
+        tree = H.fit(x, [6], threads=T)
+    assert tree.n_clusters == [3]
+    assert len(set(zip(np.repeat(np.arange(3), 20).tolist(), tree.assignments[0].tolist()))) == 3
+
+
+def test_single_point():
+    with pytest.warns(H.ClusterCountWarning):
+        tree = H.fit(np.array([[1.0, 2.0]]), [4, 2], threads=T)
+    assert tree.n_clusters == [1, 1]
+    np.testing.assert_array_equal(H.balanced_sample(tree, 5), [0])
+
+
+@pytest.mark.parametrize(
+    "x, levels, kw",
+    [
+        (np.array([[0.0, 1.0], [np.nan, 2.0]]), [1], {}),
+        (np.array([[0.0, np.inf], [1.0, 2.0]]), [1], {}),
+        (np.zeros(5), [1], {}),
+        (np.zeros((0, 3)), [1], {}),
+        (np.array([["a", "b"]]), [1], {}),
+        (np.zeros((5, 2)), [], {}),
+        (np.zeros((5, 2)), [0], {}),
+        (np.zeros((5, 2)), [3, 2], {"sample_size": [2]}),
+        (np.zeros((5, 2)), [3, 2], {"resample_steps": [1, 2, 3]}),
+        (np.zeros((5, 2)), [3], {"sample_strategy": "far"}),
+        (np.zeros((5, 2)), [3], {"init": "zeros"}),
+        (np.zeros((5, 2)), [3], {"threads": 0}),
+    ],
+)
+def test_bad_input_is_a_user_error(x, levels, kw):
+    with pytest.raises(UserError):
+        H.fit(x, levels, **kw)
+
+
+# ------------------------------------------------------------------------------ persistence
+
+
+def test_tree_save_load_round_trip(tmp_path, blob_tree):
+    p = tmp_path / "t.npz"
+    blob_tree.save(p)
+    back = H.Tree.load(p)
+    assert back.levels_requested == [200, 20]
+    for u, v in zip(blob_tree.assignments, back.assignments):
+        np.testing.assert_array_equal(u, v)
+    for u, v in zip(blob_tree.centroids, back.centroids):
+        np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(H.balanced_sample(blob_tree, 300, seed=4), H.balanced_sample(back, 300, seed=4))
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(UserError):
+        H.Tree.load(tmp_path / "other.npz")
+    with pytest.raises(UserError):
+        H.Tree.load(tmp_path / "missing.npz")
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_cli_writes_outputs(tmp_path, blobs):
+    x, group = blobs
+    emb = tmp_path / "emb.npy"
+    np.save(emb, x[::2])
+    out = tmp_path / "out"
+    H.main([str(emb), "--n", "200", "--levels", "40,5", "--out", str(out), "--seed", "1",
+            "--resample-steps", "3", "--threads", "1", "--no-progress"])
+    idx = np.load(out / "indices.npy")
+    assert len(idx) == 200 and (np.diff(idx) > 0).all()
+    tree = H.Tree.load(out / "tree.npz")
+    assert tree.n_points == len(x[::2])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_selected"] == 200
+    assert summary["clusters_per_level"] == tree.n_clusters
+    assert [sum(s) for s in summary["cluster_sizes"]] == [len(x[::2])] * 2
+    assert summary["seconds"]["fit"] > 0
+    assert shares(idx, group[::2]).min() > 0.1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["{missing}", "--n", "10", "--levels", "4,2"],
+        ["{flat}", "--n", "10", "--levels", "4,2"],
+        ["{emb}", "--n", "0", "--levels", "4,2"],
+        ["{emb}", "--n", "10", "--levels", "2,4"],
+        ["{emb}", "--n", "10", "--levels", "4,4"],
+        ["{emb}", "--n", "10", "--levels", "4,x"],
+        ["{emb}", "--n", "10", "--levels", "4,2", "--sample-size", "3"],
+        ["{nan}", "--n", "10", "--levels", "4,2"],
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args):
+    paths = {"missing": tmp_path / "nope.npy", "flat": tmp_path / "flat.npy",
+             "emb": tmp_path / "emb.npy", "nan": tmp_path / "nan.npy"}
+    np.save(paths["flat"], np.zeros(10))
+    np.save(paths["emb"], np.random.default_rng(0).standard_normal((40, 3)))
+    bad = np.zeros((40, 3))
+    bad[5, 1] = np.nan
+    np.save(paths["nan"], bad)
+    argv = [a.format(**{k: str(v) for k, v in paths.items()}) for a in args]
+    with pytest.raises(SystemExit) as e:
+        H.main(argv + ["--out", str(tmp_path / "o"), "--threads", "1", "--no-progress"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+
+
+@pytest.mark.skipif(H.faiss.get_num_gpus() > 0, reason="a GPU is visible to faiss")
+def test_gpu_request_without_a_gpu_is_a_user_error():
+    with pytest.raises(UserError, match="gpu"):
+        H.fit(np.zeros((5, 2)), [2], gpu=True)
