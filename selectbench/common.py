@@ -37,6 +37,10 @@ def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        except FileNotFoundError as e:
+            # An input an upstream stage should have written: say which, not a traceback.
+            print(f"error: missing input {e.filename} (run `dvc repro` to build upstream stages)", file=sys.stderr)
+            raise SystemExit(2) from None
 
     return wrapper
 

@@ -289,5 +289,11 @@ def run(ctx: Context, key: str) -> Curated:
     cur = STRATEGIES[strategy](ctx, cfg, sub)
     if cfg.get("rebalance"):
         cur = rebalance(ctx, cur, get(ctx.params, f"{sub}.rebalance", dict), f"{sub}.rebalance")
+    if cfg.get("subsample") is not None:  # data-quantity curves: a seeded uniform fraction of the shift
+        frac = get(ctx.params, f"{sub}.subsample", float, lo=0.0, hi=1.0)
+        keep = np.sort(np.random.default_rng(get(ctx.params, "curation.seed", int)).permutation(len(cur.index))
+                       [: int(round(frac * len(cur.index)))])
+        cur = Curated(cur.index.iloc[keep].reset_index(drop=True), cur.images,
+                      {**cur.stats, "subsample": frac, "subsampled_from": int(len(cur.index))})
     cur.stats["strategy"] = strategy
     return cur

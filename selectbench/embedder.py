@@ -116,7 +116,7 @@ def train(images: np.ndarray, captions: list[str], arch: dict, *, steps: int, ba
         opt.step()
         sched.step()
         if log is not None:
-            log(step, float(loss))
+            log(step, float(loss.detach()))
     return model.eval()
 
 

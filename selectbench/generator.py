@@ -188,7 +188,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
         raise UserError(f"{cfg_path}: format {config.get('format')!r} v{config.get('version')!r}, "
                         f"expected {FORMAT!r} v{FORMAT_VERSION}")
-    unet = UNet2DConditionModel.from_pretrained(path / "unet", use_safetensors=True)
+    # low_cpu_mem_usage needs `accelerate`, which is not a dependency; this model is small.
+    unet = UNet2DConditionModel.from_pretrained(path / "unet", use_safetensors=True, low_cpu_mem_usage=False)
     return Generator(unet, config).to(device).eval()
 
 
@@ -197,10 +198,12 @@ def _noise_scheduler(model: Generator, kind: str):
 
     noise = model.config["noise"]
     if kind == "ddpm":
-        return DDPMScheduler(**noise, clip_sample=True)
+        return DDPMScheduler(**noise)
     if kind == "ddim":
         # "trailing" starts sampling at t = T-1 (pure noise); "leading" would start below it.
-        return DDIMScheduler(**noise, clip_sample=True, timestep_spacing="trailing")
+        # No x0 clipping: with guidance it desynchronises x0 from the implied noise and drifts
+        # samples bright (measured: 48% vs 95% of samples recognised by a real-data classifier).
+        return DDIMScheduler(**noise, clip_sample=False, timestep_spacing="trailing")
     if kind == "unipc":
         return UniPCMultistepScheduler(**noise, timestep_spacing="trailing")
     raise fail("scheduler", f"unknown value {kind!r}; allowed: {', '.join(SAMPLERS)}")

@@ -608,6 +608,10 @@ def estimate_label_noise(features, labels, num_classes: int, folds: int = 5, see
     if folds > len(y):
         raise MetricInputError(f"folds: {folds} folds for only {len(y)} samples")
 
+    # StratifiedKFold needs at least `folds` members in the largest class; tiny shifts get fewer folds.
+    folds = min(int(folds), int(n_per_class.max()))
+    if folds < 2:
+        return float("nan"), np.full(c, np.nan)
     probs, seen = _out_of_fold_probs(x, y, c, int(folds), int(seed))
     # A sample whose class was missing from its training fold (a class with a single sample) has a
     # self-confidence of 0 that says nothing about its label; letting it into the mean would give

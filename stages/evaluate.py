@@ -38,6 +38,27 @@ def shift_embeddings(shift: str, index) -> np.ndarray:
     return out if out is not None else np.empty((0, 1), dtype=np.float32)
 
 
+def save_samples(shift: str, index, seed: int, n: int = 8) -> None:
+    """A few curated items (image, label, caption) for the report's example grid."""
+    from stages.shard import resolve_images
+
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(len(index), size=min(n, len(index)), replace=False)) if len(index) else np.empty(0, int)
+    arrays = resolve_images(index.iloc[take], Path(f"data/curated/{shift}"))
+    imgs = np.stack([arrays[s][r] for s, r in zip(index["source"].to_numpy()[take], index["row"].to_numpy()[take])]) \
+        if len(take) else np.zeros((0, 28, 28), np.uint8)
+    captions = [""] * len(take)
+    if len(take) and (index["source"].to_numpy()[take] == "pool").any():
+        import pandas as pd
+
+        cap = pd.read_parquet("data/pool/meta.parquet", columns=["caption"])["caption"].to_numpy()
+        captions = [cap[r] if s == "pool" else "" for s, r in zip(index["source"].to_numpy()[take],
+                                                                  index["row"].to_numpy()[take])]
+    Path("reports/samples").mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(f"reports/samples/{shift}.npz", images=imgs, labels=index["label"].to_numpy()[take],
+                        captions=np.array(captions, dtype=str))
+
+
 @stage_main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m stages.evaluate")
@@ -55,6 +76,7 @@ def main(argv=None):
     C = len(classes)
     out = {"shift": shift, "images": stats["images"], "coverage": stats["coverage"], "dataset": stats}
     model, args_yaml = load_model(f"models/{shift}")
+    save_samples(shift, index, seed)
     # Dataset-side metrics need no model, so they are reported even for a skipped shift.
     shift_emb = shift_embeddings(shift, index)
     labels = index["label"].to_numpy()

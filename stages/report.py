@@ -90,6 +90,27 @@ def main(argv=None):
     ax.set_title("Utility against cost per shift")
     _save(fig, out / "utility_vs_cost.png")
 
+    # Figure: data-quantity curves: shifts `<parent>_q<pct>` are seeded fractions of <parent>.
+    curves = {}
+    for s in present:
+        d = mets[s]["dataset"]
+        if "subsample" in d and "_q" in s:
+            curves.setdefault(s.rsplit("_q", 1)[0], []).append(s)
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for parent, kids in curves.items():
+            pts = [(mets[k]["images"], util.loc[k, "top1"]) for k in kids]
+            if parent in util.index and mets.get(parent):
+                pts.append((mets[parent]["images"], util.loc[parent, "top1"]))
+            pts = sorted(p_ for p_ in pts if not np.isnan(p_[1]))
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=parent)
+        ax.set_xscale("log")
+        ax.set_xlabel("training images (log)")
+        ax.set_ylabel("base top-1 accuracy")
+        ax.set_title("Data-quantity curve (seeded fractions of a shift)")
+        ax.legend()
+        _save(fig, out / "data_quantity.png")
+
     # Figure: image quality against utility.
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     for ax, q in zip(axes, ("inception_score", "cmmd", "clip_score")):
@@ -123,6 +144,23 @@ def main(argv=None):
     ax.set_title("Rank agreement between metrics")
     _save(fig, out / "rank_heatmap.png")
 
+    # Figure: example images per shift, titled with the curated label (and caption, if any).
+    grids = {s: np.load(f"reports/samples/{s}.npz") for s in shifts if Path(f"reports/samples/{s}.npz").exists()}
+    if grids:
+        cols = max(len(g["images"]) for g in grids.values()) or 1
+        fig, axes = plt.subplots(len(grids), cols, figsize=(1.6 * cols, 1.9 * len(grids)), squeeze=False)
+        for i, (s, g) in enumerate(grids.items()):
+            for j in range(cols):
+                ax = axes[i, j]
+                ax.axis("off")
+                if j < len(g["images"]):
+                    ax.imshow(g["images"][j], cmap="gray", vmin=0, vmax=255)
+                    cap = str(g["captions"][j])[:18]
+                    ax.set_title(f"{classes[int(g['labels'][j])]}" + (f"\n{cap}" if cap else ""), fontsize=6)
+            axes[i, 0].text(-0.15, 0.5, s, transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=8)
+        fig.suptitle("Example training images per shift (title: curated label / web caption)", fontsize=9)
+        _save(fig, out / "examples.png")
+
     found = R.findings(util, data, mets, classes)
     best = {c: h for c, _, h in R.UTILITY}
     ucols = [c for c, _, _ in R.UTILITY] + ["mCE_vs_in", "spearman_vs_in", "rank_overall", "status"]
@@ -143,7 +181,7 @@ def main(argv=None):
             f"{s} ({'no metrics' if mets[s] is None else mets[s].get('status')})" for s in missing)]
     lines += ["", "## Figures", ""] + [f"![{n}]({n}.png)" for n in
                                        ("class_counts", "accuracy_vs_count", "utility_vs_cost", "quality_vs_utility",
-                                        "rank_heatmap")]
+                                        "rank_heatmap", "examples", "data_quantity") if (out / f"{n}.png").exists()]
     (out / "index.md").write_text("\n".join(lines) + "\n")
     (out / "findings.json").write_text(json.dumps(found, indent=2) + "\n")
     summary = {s: {k: (None if np.isnan(v) else round(float(v), 4)) for k, v in util.loc[s, ["top1", "corruption",

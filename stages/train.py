@@ -58,19 +58,24 @@ def main(argv=None):
             resolved["skipped"] = f"{resolved['samples']} samples < one batch of {cfg['batch_size'] * world}"
             with open(out / "args.yaml", "w") as f:
                 yaml.safe_dump(resolved, f, sort_keys=True)
-            write_json(f"reports/live/train_{args.shift}/metrics.json", {"skipped": True})
+            live_dir = Path(f"reports/live/train_{args.shift}")
+            write_json(live_dir / "metrics.json", {"skipped": True})
+            (live_dir / "plots/metrics/train").mkdir(parents=True, exist_ok=True)
+            (live_dir / "plots/metrics/train/loss.tsv").write_text("step\tloss\n")
+            write_json(f"reports/cost/train_{args.shift}.json", {"wall_s": 0.0, "skipped": True})
             print(f"train@{args.shift}: skipped ({resolved['skipped']})")
         return
     from dvclive import Live
 
     live = Live(f"reports/live/train_{args.shift}", dvcyaml=False, save_dvc_exp=False, report=None) if rank == 0 else None
 
+    total = training.plan(cfg, resolved["samples"], world).steps
+
     def log(rec):
-        if rec["step"] % 10 == 0:
+        if rec["step"] % 10 == 0 or rec["step"] == total:
             live.step = rec["step"]
             live.log_metric("train/loss", rec["loss"])
             live.log_metric("train/lr", rec["lr"])
-            live.next_step() if False else None
 
     model, summary = training.train(urls, sizes, counts, cfg, ckpt_dir, log=log if live else None,
                                     rank=rank, world=world, stop_after=args.stop_after)

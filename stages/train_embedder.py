@@ -35,7 +35,7 @@ def main(argv=None):
     from dvclive import Live
 
     t = time.perf_counter()
-    with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+    with Live("reports/live/train_embedder", dvcyaml=False, save_dvc_exp=False, report=None) as live:
         def log(step, loss):
             if step % 10 == 0 or step == steps - 1:
                 live.log_metric("loss", loss)

@@ -142,3 +142,22 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert len(lines) == 2
     assert lines[0][2] == lines[1][2], "DDP replicas diverged"
     assert lines[0][3] == "2"
+
+
+def test_shard_writer_killed_midway_leaves_no_partial_output(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (90, 28, 28), dtype=np.uint8)
+
+    def samples(fail_at=None):
+        for i in range(90):
+            if i == fail_at:
+                raise KeyboardInterrupt  # stands in for a kill between two samples
+            yield f"{i:06d}", imgs[i], i % 3, {}
+
+    shards.write_shards(samples(), tmp_path / "ref", 40)
+    with pytest.raises(KeyboardInterrupt):
+        shards.write_shards(samples(fail_at=55), tmp_path / "out", 40)
+    assert not (tmp_path / "out").exists()  # only a .partial dir, never a plausible shard set
+    shards.write_shards(samples(), tmp_path / "out", 40)
+    for f in sorted((tmp_path / "ref").iterdir()):
+        assert (tmp_path / "out" / f.name).read_bytes() == f.read_bytes()

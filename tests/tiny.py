@@ -4,7 +4,7 @@ import copy
 import yaml
 
 
-def tiny_params(base_path="params.yaml", shifts=("in", "la_txt2img", "hkm", "sd_img2img")) -> dict:
+def tiny_params(base_path="params.yaml", shifts=("in", "la_txt2img", "sd_img2img")) -> dict:
     with open(base_path) as f:
         p = yaml.safe_load(f)
     p = copy.deepcopy(p)
