@@ -75,7 +75,7 @@ def utility_table(mets: dict, costs: dict) -> pd.DataFrame:
     for col, _, higher in UTILITY:
         df[f"rank_{col}"] = df[col].rank(ascending=not higher, method="min")
     rank_cols = [f"rank_{c}" for c, _, _ in UTILITY]
-    df["rank_overall"] = df[rank_cols].mean(axis=1).rank(method="min")
+    df["rank_overall"] = df[rank_cols].mean(axis=1).rank(method="min").astype("Int64")
     return df
 
 
@@ -91,11 +91,14 @@ def dataset_table(mets: dict, costs: dict) -> pd.DataFrame:
                      "curate_wall_s": costs[s].get("curate", {}).get("wall_s", np.nan),
                      "curate_cpu_s": costs[s].get("curate", {}).get("cpu_s", np.nan),
                      "train_wall_s": costs[s].get("train", {}).get("wall_s", np.nan)})
-    return pd.DataFrame(rows).set_index("shift")
+    df = pd.DataFrame(rows).set_index("shift")
+    for c in ("images", "coverage", "classes_below_tail", "min", "max"):
+        df[c] = pd.to_numeric(df[c]).astype("Int64")
+    return df
 
 
 def _fmt(v, digits=3):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return "missing"
     if isinstance(v, float):
         return f"{v:.{digits}f}"
