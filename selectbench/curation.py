@@ -249,7 +249,7 @@ STRATEGIES: dict[str, Callable[[Context, dict, str], Curated]] = {
 
 def embeddings_of(ctx: Context, cur: Curated) -> np.ndarray:
     """Embeddings of an index's items (generated ones are embedded on the fly)."""
-    out = np.empty((len(cur.index), 0), dtype=np.float32)
+    out = np.empty((len(cur.index), 1), dtype=np.float32)
     parts = {}
     for source in cur.index["source"].unique():
         m = (cur.index["source"] == source).to_numpy()

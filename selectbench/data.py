@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import UserError
+from .sources import parse_idx
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -26,36 +27,6 @@ SHA256 = {
     "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def parse_idx(raw: bytes, name: str = "idx") -> np.ndarray:
-    """Decode IDX bytes (the MNIST container), validating magic number and size."""
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise UserError(f"{name}: not an IDX file (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise UserError(f"{name}: truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) != expected:
-        raise UserError(f"{name}: IDX size {len(raw)} bytes, header promises {expected}")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        raise UserError(f"{path}: unreadable ({e})") from None
-    return parse_idx(raw, str(path))
-
-
 def _verified(key: str, path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         raw = f.read()

@@ -887,8 +887,7 @@ def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """An IDX file (gzip or plain) -> array in native byte order. The header (0, 0, dtype code,
-    ndim, then ndim big-endian uint32 sizes) must match the payload length exactly."""
+    """An IDX file (gzip or plain) -> array in native byte order (see parse_idx)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -899,17 +898,23 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"{path}: IDX file not found") from None
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise UserError(f"{path}: corrupt gzip ({e})") from None
+    return parse_idx(raw, str(path))
+
+
+def parse_idx(raw: bytes, name: str = "idx") -> np.ndarray:
+    """IDX bytes -> array. The header (0, 0, dtype code, ndim, then ndim big-endian uint32 sizes)
+    must match the payload length exactly."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
-        raise UserError(f"{path}: bad IDX magic number {raw[:4].hex() or '(empty)'}")
+        raise UserError(f"{name}: bad IDX magic number {raw[:4].hex() or '(empty)'}")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise UserError(f"{path}: IDX header cut short")
+        raise UserError(f"{name}: IDX header cut short")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(raw) != expected:
-        raise UserError(f"{path}: {len(raw)} bytes but the header {dims} implies {expected}")
+        raise UserError(f"{name}: {len(raw)} bytes but the header {dims} implies {expected}")
     arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=True)
 

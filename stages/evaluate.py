@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from selectbench import curation
 from selectbench import evaluation as E
 from selectbench import metrics as M
 from selectbench.common import get, load_params, read_index, read_json, stage_main, write_json
@@ -19,23 +20,9 @@ from selectbench.training import load_model, predict
 
 def shift_embeddings(shift: str, index) -> np.ndarray:
     """Embeddings of a shift's training items (generated images are embedded here)."""
-    out = None
-    for source in index["source"].unique():
-        m = (index["source"] == source).to_numpy()
-        rows = index["row"].to_numpy()[m]
-        if source == "train":
-            e = np.load("data/embeddings/train_img.npy", mmap_mode="r")[rows]
-        elif source == "pool":
-            e = np.load("data/embeddings/pool_img.npy", mmap_mode="r")[rows]
-        else:
-            from selectbench import embedder
-
-            imgs = np.load(f"data/curated/{shift}/images.npy", mmap_mode="r")[rows]
-            e = embedder.load("models/embedder").encode_images(imgs)
-        if out is None:
-            out = np.empty((len(index), e.shape[1]), dtype=np.float32)
-        out[m] = e
-    return out if out is not None else np.empty((0, 1), dtype=np.float32)
+    gen = Path(f"data/curated/{shift}/images.npy")
+    images = np.load(gen, mmap_mode="r") if gen.exists() else None
+    return curation.embeddings_of(curation.Context({}), curation.Curated(index, images))
 
 
 def save_samples(shift: str, index, seed: int, n: int = 8) -> None:
