@@ -130,7 +130,8 @@ def findings(util: pd.DataFrame, data: pd.DataFrame, mets: dict, classes: list[s
     def add(claim, holds, evidence):
         out.append({"claim": claim, "holds": None if holds is None else bool(holds), "evidence": evidence})
 
-    t = util["top1"]
+    # Data-quantity variants (`<shift>_q<pct>`) are the same strategy on less data, not rivals.
+    t = util["top1"][[s for s in util.index if "_q" not in s]]
     if "in" in t and t.notna().sum() > 1 and not np.isnan(t["in"]):
         others = t.drop("in").dropna()
         add("Expert curation (in) stays best on base accuracy", bool((t["in"] >= others).all()),
