@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import yaml
 
-INDEX_VERSION = 1
 # A curated shift is an index with exactly these columns (extra columns are allowed after them).
 INDEX_COLUMNS = {"sample_id": "string", "source": "string", "label": "int64", "score": "float32"}
 
