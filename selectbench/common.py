@@ -137,6 +137,23 @@ def make_index(sample_id, source, label, score, **extra) -> pd.DataFrame:
     return df.astype(INDEX_COLUMNS)
 
 
+def gather(index: pd.DataFrame, getters: dict, what: str) -> np.ndarray | None:
+    """Per-item values in index order from per-source lookups: getters[source](rows) -> array.
+
+    One place knows that an index row means (source, row); None for an empty index."""
+    src, rows = index["source"].to_numpy(), index["row"].to_numpy()
+    out = None
+    for s in pd.unique(src):
+        if s not in getters:
+            raise UserError(f"{what}: unknown source {s!r} (known: {', '.join(getters)})")
+        m = src == s
+        part = np.asarray(getters[s](rows[m]))
+        if out is None:
+            out = np.empty((len(index),) + part.shape[1:], dtype=part.dtype)
+        out[m] = part
+    return out
+
+
 def write_index(df: pd.DataFrame, path: str | os.PathLike) -> None:
     missing = [c for c in INDEX_COLUMNS if c not in df.columns]
     if missing:

@@ -4,75 +4,14 @@ Adding a shift = a function here registered under a strategy name + an entry und
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from . import strategies as S
 from .common import UserError, fail, get, make_index
-
-SOURCES = ("train", "pool", "generated")
-
-
-@dataclass
-class Curated:
-    index: pd.DataFrame
-    images: np.ndarray | None = None  # new images (generated shifts), rows of source 'generated'
-    stats: dict = field(default_factory=dict)
-
-
-@dataclass
-class Context:
-    """Lazy access to everything a strategy may read, so a stage loads only what it uses."""
-
-    params: dict
-    root: Path = Path(".")
-    tmp_dir: Path = Path("data/tmp")
-
-    @cached_property
-    def classes(self) -> list[dict]:
-        with open(self.root / "data/meta/classes.yaml") as f:
-            return yaml.safe_load(f)["classes"]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @cached_property
-    def train(self) -> dict:
-        from .data import load_split
-
-        return load_split(self.root / "data/raw/train.npz")
-
-    @cached_property
-    def pool_meta(self) -> pd.DataFrame:
-        return pd.read_parquet(self.root / "data/pool/meta.parquet")
-
-    @cached_property
-    def pool_images(self) -> np.ndarray:
-        return np.load(self.root / "data/pool/images.npy", mmap_mode="r")
-
-    def emb(self, kind: str) -> np.ndarray:
-        path = self.root / f"data/embeddings/{kind}.npy"
-        if not path.exists():
-            raise UserError(f"{path}: missing (run the embed stage first)")
-        return np.load(path).astype(np.float32)
-
-    @cached_property
-    def embedder(self):
-        from . import embedder
-
-        return embedder.load(self.root / "models/embedder")
-
-    @property
-    def base_rows(self) -> np.ndarray:
-        """Train rows reserved for base-derived shifts (never in the pool)."""
-        return np.flatnonzero(self.train["part"] == 0)
+from .context import Context, Curated, embeddings_of
 
 
 def _cap(cfg: dict, key: str) -> int | None:
@@ -245,27 +184,6 @@ STRATEGIES: dict[str, Callable[[Context, dict, str], Curated]] = {
     "sd_txt2img": curate_sd_txt2img,
     "sd_img2img": curate_sd_img2img,
 }
-
-
-def embeddings_of(ctx: Context, cur: Curated) -> np.ndarray:
-    """Embeddings of an index's items (generated ones are embedded on the fly)."""
-    out = np.empty((len(cur.index), 1), dtype=np.float32)
-    parts = {}
-    for source in cur.index["source"].unique():
-        m = (cur.index["source"] == source).to_numpy()
-        rows = cur.index["row"].to_numpy()[m]
-        if source == "train":
-            parts[source] = (m, ctx.emb("train_img")[rows])
-        elif source == "pool":
-            parts[source] = (m, ctx.emb("pool_img")[rows])
-        else:
-            parts[source] = (m, ctx.embedder.encode_images(cur.images[rows]))
-    if parts:
-        dim = next(iter(parts.values()))[1].shape[1]
-        out = np.empty((len(cur.index), dim), dtype=np.float32)
-        for m, e in parts.values():
-            out[m] = e
-    return out
 
 
 def rebalance(ctx: Context, cur: Curated, cfg: dict, key: str) -> Curated:

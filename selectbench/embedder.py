@@ -3,7 +3,6 @@ pretrained open_clip model (full profile). One interface for both."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -159,9 +158,3 @@ def load_pretrained(model_name: str, weights: str | None) -> Embedder:
     ctx = model.context_length if hasattr(model, "context_length") else 77
     size = model.visual.image_size[0] if hasattr(model.visual, "image_size") else 224
     return Embedder(model, ctx, size)
-
-
-def throughput(fn: Callable[[], object], n: int) -> float:
-    t = time.perf_counter()
-    fn()
-    return n / max(time.perf_counter() - t, 1e-9)

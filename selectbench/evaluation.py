@@ -3,7 +3,6 @@ selectbench.metrics; every number here is computed from data at run time."""
 from __future__ import annotations
 
 import copy
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -13,43 +12,7 @@ from . import metrics as M
 from .training import predict
 
 
-# --- synthetic distribution shift (ImageNet-C analogue) -------------------------------------
-def _corrupt_chunk(args):
-    from imagecorruptions import corrupt
-
-    images, name, severity = args
-    out = np.empty_like(images)
-    for i, im in enumerate(images):
-        # The corruptions assume RGB images of at least 32 px: pad 28 -> 32, grey -> RGB, and back.
-        rgb = np.repeat(np.pad(im, 2)[..., None], 3, axis=2)
-        y = np.asarray(corrupt(rgb, corruption_name=name, severity=severity), dtype=np.float32)
-        out[i] = np.clip(y[2:30, 2:30].mean(axis=2).round(), 0, 255).astype(np.uint8)
-    return out
-
-
-def corrupted_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int, workers: int = 2):
-    """The 15 ImageNet-C corruptions x 5 severities of one fixed n-image test subset."""
-    from imagecorruptions import get_corruption_names
-
-    names = get_corruption_names()
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(images), size=min(n, len(images)), replace=False))
-    sub = images[pick]
-    jobs = [(sub, name, s) for name in names for s in range(1, 6)]
-    # corrupt() seeds numpy's global RNG nowhere, so fix it per job for repeatable noise.
-    with ProcessPoolExecutor(max_workers=workers, initializer=np.random.seed, initargs=(seed,)) as ex:
-        outs = list(ex.map(_seeded_chunk, [(j, seed + i) for i, j in enumerate(jobs)]))
-    cidx = np.repeat(np.arange(len(names)), 5 * len(sub))
-    sev = np.tile(np.repeat(np.arange(1, 6), len(sub)), len(names))
-    return np.concatenate(outs), np.tile(labels[pick], len(names) * 5), cidx, sev, names, pick
-
-
-def _seeded_chunk(job):
-    args, seed = job
-    np.random.seed(seed)
-    return _corrupt_chunk(args)
-
-
+# --- synthetic distribution shift (ImageNet-C analogue; the set itself: selectbench.corruptions) --
 def corruption_metrics(logits: np.ndarray, labels: np.ndarray, cidx: np.ndarray, sev: np.ndarray,
                        names: list[str]) -> dict:
     correct = logits.argmax(1) == labels

@@ -370,13 +370,18 @@ def train_generator(images: np.ndarray, captions: Sequence[str], encode_prompts:
     uniq = sorted(set(captions))
     table_bytes = len(uniq) * uncond.shape[1] * cond_dim * 4
     fingerprint = _sha({"seed": seed, "steps": steps, "batch_size": batch_size, "lr": float(lr),
-                        "p_uncond": float(p_uncond), "config": model.config, "unet": dict(model.unet.config)},
+                        "p_uncond": float(p_uncond), "config": model.config,
+                        # Private diffusers keys left out: `_use_default_values` lists a set in the
+                        # process's string-hash order, so no checkpoint matched in a new process.
+                        "unet": {k: v for k, v in model.unet.config.items() if not k.startswith("_")}},
                        images, captions, _encode(encode_prompts, ["", uniq[0]], cond_dim, "cpu"))
 
     start = 0
     ckpt_path = Path(ckpt_dir) if ckpt_dir is not None else None
     if ckpt_path is not None and (latest := _latest_checkpoint(ckpt_path)) is not None:
         start = _load_checkpoint(latest, model, opt, fingerprint) or 0
+        if start:
+            print(f"generator: resuming from step {start} ({latest})", file=sys.stderr)
 
     table = None
     # A table pays off only when training would encode more captions than it holds.

@@ -335,6 +335,10 @@ def load_clipart(task: tuple[str, str]) -> tuple[str, np.ndarray | None, str, st
                 if im.size[0] * im.size[1] > CLIPART_MAX_PIXELS:
                     return rel, None, "too_large", digest
                 im.load()
+                if im.mode in ("I", "I;16", "I;16B", "I;16L"):
+                    # 16-bit grey PNG: PIL's convert("L") clips every level above 255 to white
+                    # instead of scaling, which erased all but the darkest ink.
+                    im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
                 arr = to_base_format(im, CLIPART_WORK_SIDE)
     except Image.DecompressionBombError:
         return rel, None, "too_large", digest
@@ -821,7 +825,8 @@ def crowd_summary(crowd: pd.DataFrame, mapping: dict[str, int], true_label: dict
 # Natural shift set
 
 
-def _near_duplicates(candidates: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def near_duplicates(candidates: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per candidate: whether it is within NEAR_DUPLICATE_RMS of any reference image."""
     if not len(candidates) or not len(reference):
         return np.zeros(len(candidates), dtype=bool)
     a = candidates.reshape(len(candidates), -1).astype(np.float32)
@@ -894,6 +899,16 @@ def build_natural(entries, cfg, emoji_index, workers) -> dict:
         "clip_hashes": hashes,
         "emoji_keys": {em.cps for em, _ in emoji_items} | {e.key for e in entries if e.source == "emoji"},
     }
+
+
+def natural_holdout(clipart_root: str, font: str, test_file: str, *, meta_dir=None, workers: int = 1) -> dict:
+    """The held-out natural-shift set as build_pool renders it (listed keys, skin-tone variants,
+    file hashes, images), for other stages that must keep it out of their data (stages/tasks.py)."""
+    meta_dir = Path(meta_dir) if meta_dir is not None else META_DIR
+    entries = load_natural_map(meta_dir, load_classes(meta_dir))
+    emoji_index = parse_emoji_test(test_file) if Path(test_file).is_file() and Path(font).is_file() else None
+    cfg = {"clipart": {"root": clipart_root}, "emoji": {"font": font}}
+    return build_natural(entries, cfg, emoji_index, workers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1107,7 +1122,7 @@ def build_pool(train: dict, cfg: dict, out_dir, natural_dir, *, meta_dir: str | 
     # Drop any clip-art/emoji render that is the same picture as a held-out natural item.
     drawn = np.flatnonzero(np.isin(items.source, ["clipart", "emoji"]))
     keep = np.ones(len(pool_imgs), dtype=bool)
-    for j in drawn[_near_duplicates(pool_imgs[drawn], natural["images"])]:
+    for j in drawn[near_duplicates(pool_imgs[drawn], natural["images"])]:
         keep[j] = False
         items.skip(items.source[j], "near_duplicate_of_natural")
 

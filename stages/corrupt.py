@@ -6,7 +6,7 @@ import numpy as np
 
 from selectbench.common import get, load_params, stage_main, write_json
 from selectbench.data import load_split
-from selectbench.evaluation import corrupted_set
+from selectbench.corruptions import corrupted_set
 
 
 @stage_main

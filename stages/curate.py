@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from selectbench import curation, metrics
+from selectbench import context, curation, metrics
 from selectbench.common import atomic_save_npy, load_params, stage_main, write_index, write_json
 
 
-def shift_stats(ctx: curation.Context, cur: curation.Curated, tail_threshold: int) -> dict:
+def shift_stats(ctx: context.Context, cur: context.Curated, tail_threshold: int) -> dict:
     """Counts, coverage and (where the hidden truth is known) label precision of a curated index."""
     idx = cur.index
     counts = metrics.class_counts(idx["label"].to_numpy(), ctx.num_classes)
@@ -24,13 +24,7 @@ def shift_stats(ctx: curation.Context, cur: curation.Curated, tail_threshold: in
         "empty_classes": [i for i, n in enumerate(counts) if n == 0],
         "sources": idx["source"].value_counts().sort_index().to_dict(),
     }
-    truth = np.full(len(idx), -2, dtype=np.int64)  # -2: truth unknown for this item
-    src, rows = idx["source"].to_numpy(), idx["row"].to_numpy()
-    m = src == "train"
-    truth[m] = ctx.train["labels"][rows[m]]
-    m = src == "pool"
-    if m.any():
-        truth[m] = ctx.pool_meta["true_label"].to_numpy()[rows[m]]
+    truth = context.truth_of(ctx, idx)
     known = truth != -2
     if known.any():
         overall, per_class = metrics.label_precision(idx["label"].to_numpy()[known], truth[known], ctx.num_classes)
@@ -50,7 +44,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     params = load_params(args.params)
     out = Path(args.out or f"data/curated/{args.shift}")
-    ctx = curation.Context(params)
+    ctx = context.Context(params)
     t0, c0 = time.perf_counter(), time.process_time()
     cur = curation.run(ctx, args.shift)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from selectbench import curation
+from selectbench import context
 from selectbench import evaluation as E
 from selectbench import metrics as M
-from selectbench.common import get, load_params, read_index, read_json, stage_main, write_json
+from selectbench.common import gather, get, load_params, read_index, read_json, stage_main, write_json
 from selectbench.data import load_split
 from selectbench.training import load_model, predict
 
@@ -22,28 +22,25 @@ def shift_embeddings(shift: str, index) -> np.ndarray:
     """Embeddings of a shift's training items (generated images are embedded here)."""
     gen = Path(f"data/curated/{shift}/images.npy")
     images = np.load(gen, mmap_mode="r") if gen.exists() else None
-    return curation.embeddings_of(curation.Context({}), curation.Curated(index, images))
+    return context.embeddings_of(context.Context({}), context.Curated(index, images))
 
 
 def save_samples(shift: str, index, seed: int, n: int = 8) -> None:
     """A few curated items (image, label, caption) for the report's example grid."""
-    from stages.shard import resolve_images
-
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(len(index), size=min(n, len(index)), replace=False)) if len(index) else np.empty(0, int)
-    arrays = resolve_images(index.iloc[take], Path(f"data/curated/{shift}"))
-    imgs = np.stack([arrays[s][r] for s, r in zip(index["source"].to_numpy()[take], index["row"].to_numpy()[take])]) \
-        if len(take) else np.zeros((0, 28, 28), np.uint8)
+    sub = index.iloc[take]
+    arrays = context.image_arrays(sub, Path(f"data/curated/{shift}"))
+    imgs = gather(sub, {s: (lambda r, a=a: a[r]) for s, a in arrays.items()}, "samples")
     captions = [""] * len(take)
-    if len(take) and (index["source"].to_numpy()[take] == "pool").any():
+    if (sub["source"] == "pool").any():
         import pandas as pd
 
         cap = pd.read_parquet("data/pool/meta.parquet", columns=["caption"])["caption"].to_numpy()
-        captions = [cap[r] if s == "pool" else "" for s, r in zip(index["source"].to_numpy()[take],
-                                                                  index["row"].to_numpy()[take])]
+        captions = [cap[r] if s == "pool" else "" for s, r in zip(sub["source"], sub["row"])]
     Path("reports/samples").mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(f"reports/samples/{shift}.npz", images=imgs, labels=index["label"].to_numpy()[take],
-                        captions=np.array(captions, dtype=str))
+    np.savez_compressed(f"reports/samples/{shift}.npz", images=np.zeros((0, 28, 28), np.uint8) if imgs is None else imgs,
+                        labels=sub["label"].to_numpy(), captions=np.array(captions, dtype=str))
 
 
 @stage_main

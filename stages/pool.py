@@ -28,9 +28,12 @@ def main(argv=None):
     t0 = time.perf_counter()
     stats = build_pool(train, cfg, args.out, args.natural_out)
     per_source = ", ".join(f"{k} {v}" for k, v in stats["counts_per_source"].items())
+    # Unreadable / too large / blank inputs are skipped, never fatal: say how many and why.
+    skipped = "; ".join(f"{src} " + ", ".join(f"{why} {n}" for why, n in reasons.items())
+                        for src, reasons in stats["skipped"].items() if reasons)
     print(
-        f"pool: {stats['n_total']} items ({per_source}); natural: {stats['natural']['n']} items; "
-        f"{time.perf_counter() - t0:.1f}s",
+        f"pool: {stats['n_total']} items ({per_source}); skipped: {skipped or 'none'}; "
+        f"natural: {stats['natural']['n']} items; {time.perf_counter() - t0:.1f}s",
         file=sys.stderr,
     )
     return 0

@@ -6,21 +6,7 @@ import numpy as np
 
 from selectbench import shards
 from selectbench.common import get, load_params, read_index, stage_main, write_json
-
-
-def resolve_images(index, curated_dir: Path):
-    """Image arrays for each source named in the index (memory-mapped, read on demand)."""
-    arrays = {}
-    for source in index["source"].unique():
-        if source == "train":
-            arrays[source] = np.load("data/raw/train.npz")["images"]
-        elif source == "pool":
-            arrays[source] = np.load("data/pool/images.npy", mmap_mode="r")
-        elif source == "generated":
-            arrays[source] = np.load(curated_dir / "images.npy", mmap_mode="r")
-        else:
-            raise ValueError(f"unknown source {source!r} in {curated_dir}/index.parquet")
-    return arrays
+from selectbench.context import image_arrays
 
 
 @stage_main
@@ -34,7 +20,7 @@ def main(argv=None):
     seed = get(p, "shard.seed", int)
     curated = Path(f"data/curated/{args.shift}")
     index = read_index(curated / "index.parquet")
-    arrays = resolve_images(index, curated)
+    arrays = image_arrays(index, curated)
     # Shuffle once so every shard mixes classes; training adds its own shard + buffer shuffle.
     order = np.random.default_rng(seed).permutation(len(index))
     src, rows, labels = index["source"].to_numpy(), index["row"].to_numpy(), index["label"].to_numpy()

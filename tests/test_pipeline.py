@@ -1,29 +1,15 @@
 """Integration: the DVC pipeline on a tiny profile in a temporary git repo; what reran, and when."""
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.project import DVC, GIT, ROOT, inside, make_project
 from tests.tiny import tiny_params, write
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(), reason="needs Debian data")]
-
-
-def _copy_project(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        src = ROOT / f
-        built = f.startswith(("data/", "models/", "checkpoints/", "reports/", "bench/out")) and not f.startswith("data/meta/")
-        if src.is_file() and not built and f != "dvc.lock":
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / f)
 
 
 def _names(stages) -> set[str]:
@@ -32,32 +18,13 @@ def _names(stages) -> set[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    d = tmp_path_factory.mktemp("proj")
-    _copy_project(d)
-    write(tiny_params(d / "params.yaml"), d / "params.yaml")
-    env = {"DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(d / ".site-cache"),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "2"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(git + ["init", "-q"], cwd=d, check=True)
-    subprocess.run(git + ["add", "-A"], cwd=d, check=True)
-    subprocess.run(git + ["commit", "-qm", "init"], cwd=d, check=True)
+    d = make_project(tmp_path_factory.mktemp("proj"), tiny_params(ROOT / "params.yaml"))
     from dvc.repo import Repo
 
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
+    with inside(d):
         repo = Repo(str(d))
         first = repo.reproduce()
         yield d, repo, first
-    finally:
-        os.chdir(cwd)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_first_run_builds_everything(project):
@@ -85,7 +52,8 @@ def test_changing_one_shift_reruns_only_its_chain(project):
     p["shifts"]["in"]["per_class"] += 2
     write(p, d / "params.yaml")
     ran = _names(repo.reproduce())
-    assert ran == {"curate@in", "shard@in", "train@in", "evaluate@in", "report"}
+    # check_params reruns on any params.yaml edit; its constant output stops it there.
+    assert ran == {"check_params", "curate@in", "shard@in", "train@in", "evaluate@in", "report"}
 
 
 def test_clip_threshold_reruns_only_the_text_search_chain(project):
@@ -95,14 +63,14 @@ def test_clip_threshold_reruns_only_the_text_search_chain(project):
     write(p, d / "params.yaml")
     ran = _names(repo.reproduce())
     assert "curate@la_txt2img" in ran
-    assert ran <= {"curate@la_txt2img", "shard@la_txt2img", "train@la_txt2img", "evaluate@la_txt2img", "report"}
+    assert ran <= {"check_params", "curate@la_txt2img", "shard@la_txt2img", "train@la_txt2img",
+                   "evaluate@la_txt2img", "report"}
 
 
 def test_push_then_pull_in_a_fresh_clone_restores_everything(project, tmp_path):
     d, _, _ = project
     remote = tmp_path / "remote"
-    dvc = [str(Path(sys.executable).parent / "dvc")]
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    dvc, git = [DVC], GIT
     subprocess.run(dvc + ["remote", "add", "-f", "-d", "t", str(remote)], cwd=d, check=True)
     subprocess.run(dvc + ["push", "-q"], cwd=d, check=True)
     subprocess.run(git + ["add", "-A"], cwd=d, check=True)
@@ -115,3 +83,43 @@ def test_push_then_pull_in_a_fresh_clone_restores_everything(project, tmp_path):
         assert (clone / out).read_bytes() == (d / out).read_bytes(), out
     st = subprocess.run(dvc + ["status"], cwd=clone, capture_output=True, text=True, check=True)
     assert "up to date" in st.stdout, st.stdout
+
+
+def _revisions(node) -> set[str]:
+    """Every revision name anywhere in `dvc plots diff --json` output (format varies by plot type)."""
+    out = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in ("revisions", "rev") and isinstance(v, (list, str)):
+                out |= set([v] if isinstance(v, str) else v)
+            else:
+                out |= _revisions(v)
+    elif isinstance(node, list):
+        for v in node:
+            out |= _revisions(v)
+    return out
+
+
+def test_plots_and_metrics_diff_against_the_last_commit(project):
+    """After the push test committed a run: change a shift, rerun, compare with HEAD."""
+    import json
+
+    d, repo, _ = project
+    p = yaml.safe_load((d / "params.yaml").read_text())
+    p["shifts"]["in"]["per_class"] -= 3
+    write(p, d / "params.yaml")
+    assert "train@in" in _names(repo.reproduce())
+    plots = json.loads(subprocess.run([DVC, "plots", "diff", "HEAD", "--json"], cwd=d, capture_output=True,
+                                      text=True, check=True).stdout)
+    plots = plots.get("data", plots)  # DVC 3: {"data": {plot id: [...]}, "errors": ...}
+    top = yaml.safe_load((d / "dvc.yaml").read_text())["plots"]
+    for fig in top:
+        hits = [v for k, v in plots.items() if fig in k] if isinstance(plots, dict) else []
+        assert hits, f"{fig} missing from dvc plots diff: {list(plots)[:10]}"
+        assert {"HEAD", "workspace"} <= _revisions(hits), fig
+    metrics = json.loads(subprocess.run([DVC, "metrics", "diff", "HEAD", "--json"], cwd=d, capture_output=True,
+                                        text=True, check=True).stdout)
+    changed = metrics.get("diff", metrics)
+    assert "reports/metrics/in.json" in changed and "images" in changed["reports/metrics/in.json"]
+    assert changed["reports/metrics/in.json"]["images"]["new"] == 10 * p["shifts"]["in"]["per_class"]
+    assert "reports/metrics/la_txt2img.json" not in changed  # untouched shift: no diff

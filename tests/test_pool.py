@@ -6,6 +6,9 @@ import filecmp
 import io
 import json
 import shutil
+import struct
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -360,3 +363,92 @@ def test_bad_train_file_exit_2(clip_root, tmp_path, capsys):
                   "--out", str(tmp_path / "pool"), "--natural-out", str(tmp_path / "natural")])
         assert exc.value.code == 2
     assert "lacks key 'part'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Bad and unusual image files through the stage
+
+
+def _raw_png(w: int, h: int, depth: int, ctype: int, row: Callable[[int], bytes], rows: int | None = None) -> bytes:
+    """A PNG built row by row (never the whole image in memory); `rows` < h writes a truncated IDAT."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    z = zlib.compressobj(6)
+    idat = b"".join(z.compress(b"\0" + row(y)) for y in range(h if rows is None else rows)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+# An "L"-shaped drawing on a 60 px canvas, ink grey level 40: every good file below encodes it.
+_INK = 40
+_MASK = np.zeros((60, 60), bool)
+_MASK[10:50, 10:22] = True
+_MASK[38:50, 10:45] = True
+_GOOD = ("ref_rgb.png", "rgba.png", "palette_trns.png", "cmyk_jpeg_named.png", "grey16.png", "rgb16.png",
+         "big_9000px.png")
+_BAD = {"zero_bytes.png": "empty_file", "truncated.png": "truncated", "huge_12000px.png": "too_large",
+        "bomb_30000px.png": "too_large"}
+
+
+@pytest.fixture(scope="module")
+def bad_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("badclip")
+    d = root / "shapes"
+    d.mkdir()
+    grey = np.where(_MASK, _INK, 255).astype(np.uint8)
+    (d / "ref_rgb.png").write_bytes(_png(Image.fromarray(grey).convert("RGB")))
+    rgba = np.zeros((60, 60, 4), np.uint8)
+    rgba[_MASK] = (_INK, _INK, _INK, 255)
+    (d / "rgba.png").write_bytes(_png(Image.fromarray(rgba)))
+    pal = Image.fromarray(_MASK.astype(np.uint8), mode="L").convert("P")
+    pal.putpalette([255, 255, 255, _INK, _INK, _INK] + [0] * 762)
+    buf = io.BytesIO()
+    pal.save(buf, format="PNG", transparency=0)
+    (d / "palette_trns.png").write_bytes(buf.getvalue())
+    # A CMYK JPEG under a .png name, as web crawls often have.
+    cmyk = Image.merge("CMYK", [Image.new("L", (60, 60), 0)] * 3 + [Image.fromarray(255 - grey)])
+    buf = io.BytesIO()
+    cmyk.save(buf, format="JPEG", quality=95)
+    (d / "cmyk_jpeg_named.png").write_bytes(buf.getvalue())
+    g16 = (grey.astype(np.uint16) * 257).astype(">u2")
+    (d / "grey16.png").write_bytes(_raw_png(60, 60, 16, 0, lambda y: g16[y].tobytes()))
+    (d / "rgb16.png").write_bytes(_raw_png(60, 60, 16, 2, lambda y: np.repeat(g16[y], 3).tobytes()))
+    # Under the pixel cap (81 Mpx, decoded and box-reduced); the same drawing scaled 150x.
+    big_rows = [np.repeat(np.where(_MASK[r], _INK, 255).astype(np.uint8), 150).tobytes() for r in range(60)]
+    (d / "big_9000px.png").write_bytes(_raw_png(9000, 9000, 8, 0, lambda y: big_rows[y // 150]))
+    (d / "zero_bytes.png").write_bytes(b"")
+    (d / "truncated.png").write_bytes((d / "ref_rgb.png").read_bytes()[:150])
+    # 144 Mpx: above the cap, below PIL's hard bomb limit (a warning only); must be skipped unread.
+    white = b"\xff" * 12000
+    (d / "huge_12000px.png").write_bytes(_raw_png(12000, 12000, 8, 0, lambda y: white))
+    # 900 Mpx claimed in the header, a few rows of data: PIL refuses it outright.
+    (d / "bomb_30000px.png").write_bytes(_raw_png(30000, 30000, 8, 0, lambda y: b"\0" * 30000, rows=4))
+    return root
+
+
+def test_bad_clipart_files_are_counted_by_reason_and_good_ones_kept(bad_root, tmp_path, capsys):
+    cfg = _cfg(bad_root, emoji__enabled=False)
+    params, train_path = _write_inputs(tmp_path, cfg, _train())
+    assert main(["--params", str(params), "--train", str(train_path),
+                 "--out", str(tmp_path / "pool"), "--natural-out", str(tmp_path / "natural")]) == 0
+    stats = json.loads((tmp_path / "pool" / "stats.json").read_text())
+    want: dict[str, int] = {}
+    for reason in _BAD.values():
+        want[reason] = want.get(reason, 0) + 1
+    assert stats["skipped"]["clipart"] == want
+    log = capsys.readouterr().err
+    for reason, n in want.items():
+        assert f"{reason} {n}" in log, log
+    meta = pd.read_parquet(tmp_path / "pool" / "meta.parquet")
+    images = np.load(tmp_path / "pool" / "images.npy")
+    clip = meta[meta["source"] == "clipart"]
+    assert sorted(clip["origin"]) == sorted(f"shapes/{f}" for f in _GOOD)
+    # Every good encoding of the drawing gives the same base-format picture as the 8-bit RGB file
+    # (16-bit grey used to be clipped to white and came out as a solid square).
+    by_origin = {o: images[i].astype(np.int16) for i, o in zip(clip.index, clip["origin"])}
+    ref = by_origin["shapes/ref_rgb.png"]
+    assert ref.max() > 150 and (ref < 20).mean() > 0.3
+    for f in _GOOD:
+        diff = np.abs(by_origin[f"shapes/{f}"] - ref).mean()
+        assert diff < 12, (f, diff)

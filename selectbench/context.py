@@ -1,0 +1,101 @@
+"""What a curated index points at: the per-source images, embeddings and hidden truth.
+
+An index row is (source, row): `train` rows of data/raw/train.npz, `pool` rows of data/pool,
+`generated` rows of the shift's own data/curated/<shift>/images.npy. This module is the one place
+that knows it, so the curate, shard and evaluate stages share it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .common import UserError, gather
+
+
+@dataclass
+class Curated:
+    index: pd.DataFrame
+    images: np.ndarray | None = None  # new images (generated shifts), rows of source 'generated'
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """Lazy access to everything a strategy may read, so a stage loads only what it uses."""
+
+    params: dict
+    root: Path = Path(".")
+    tmp_dir: Path = Path("data/tmp")
+
+    @cached_property
+    def classes(self) -> list[dict]:
+        with open(self.root / "data/meta/classes.yaml") as f:
+            return yaml.safe_load(f)["classes"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @cached_property
+    def train(self) -> dict:
+        from .data import load_split
+
+        return load_split(self.root / "data/raw/train.npz")
+
+    @cached_property
+    def pool_meta(self) -> pd.DataFrame:
+        return pd.read_parquet(self.root / "data/pool/meta.parquet")
+
+    @cached_property
+    def pool_images(self) -> np.ndarray:
+        return np.load(self.root / "data/pool/images.npy", mmap_mode="r")
+
+    def emb(self, kind: str) -> np.ndarray:
+        path = self.root / f"data/embeddings/{kind}.npy"
+        if not path.exists():
+            raise UserError(f"{path}: missing (run the embed stage first)")
+        return np.load(path).astype(np.float32)
+
+    @cached_property
+    def embedder(self):
+        from . import embedder
+
+        return embedder.load(self.root / "models/embedder")
+
+    @property
+    def base_rows(self) -> np.ndarray:
+        """Train rows reserved for base-derived shifts (never in the pool)."""
+        return np.flatnonzero(self.train["part"] == 0)
+
+
+def embeddings_of(ctx: Context, cur: Curated) -> np.ndarray:
+    """Embeddings of an index's items (generated ones are embedded on the fly)."""
+    emb = gather(cur.index, {"train": lambda r: ctx.emb("train_img")[r], "pool": lambda r: ctx.emb("pool_img")[r],
+                             "generated": lambda r: ctx.embedder.encode_images(cur.images[r])}, "embeddings")
+    return np.empty((0, 1), dtype=np.float32) if emb is None else emb.astype(np.float32, copy=False)
+
+
+def truth_of(ctx: Context, index: pd.DataFrame) -> np.ndarray:
+    """The hidden true class of each item where the simulation knows it, else -2 (generated)."""
+    t = gather(index, {"train": lambda r: ctx.train["labels"][r], "pool": lambda r: ctx.pool_meta["true_label"].to_numpy()[r],
+                       "generated": lambda r: np.full(len(r), -2)}, "truth")
+    return np.empty(0, dtype=np.int64) if t is None else t.astype(np.int64)
+
+
+def image_arrays(index: pd.DataFrame, curated_dir: Path, root: Path = Path(".")) -> dict[str, np.ndarray]:
+    """Image arrays for each source named in the index (memory-mapped, read on demand)."""
+    arrays = {}
+    for source in index["source"].unique():
+        if source == "train":
+            arrays[source] = np.load(root / "data/raw/train.npz")["images"]
+        elif source == "pool":
+            arrays[source] = np.load(root / "data/pool/images.npy", mmap_mode="r")
+        elif source == "generated":
+            arrays[source] = np.load(curated_dir / "images.npy", mmap_mode="r")
+        else:
+            raise UserError(f"unknown source {source!r} in {curated_dir}/index.parquet")
+    return arrays

@@ -1,0 +1,41 @@
+"""check_params: every key in params.yaml is a known one; first stage of the DAG.
+
+    python -m stages.check_params [--params params.yaml] [--out data/params.ok]
+    python -m stages.check_params --write-keys   # after adding a key to params.yaml / params-full.yaml
+
+An unknown key (a typo, or `dvc exp run -S +train.lrr=0.1`) fails here with one line naming it and
+the closest known key. The output is constant, so a valid param change reruns nothing downstream.
+"""
+import argparse
+import os
+from pathlib import Path
+
+from selectbench.common import load_params, stage_main
+from selectbench.params_check import KEYS_FILE, check, derive_keys_from, write_keys
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@stage_main
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m stages.check_params", description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default="data/params.ok")
+    ap.add_argument("--write-keys", action="store_true", help=f"regenerate {KEYS_FILE.name} from the default profiles")
+    args = ap.parse_args(argv)
+    if args.write_keys:
+        write_keys(derive_keys_from(ROOT))
+        print(f"check_params: wrote {KEYS_FILE}")
+        return 0
+    check(load_params(args.params))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("params.yaml: every key known\n")
+    os.replace(tmp, out)
+    print(f"check_params: {args.params} ok")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Real process kills: SIGKILL `dvc repro` (and the stage it runs) mid-way through shard writing,
+classifier training and generator training in a temporary copy of the project (tiny profile); the
+next `dvc repro` completes, writes the same bytes as an uninterrupted run, and dvc.lock never
+records a partial output.
+
+The kill point is observed, not timed: the test polls for the stage's partial shard directory or
+its checkpoint file and kills as soon as it appears. Stages under test run with `dvc repro -s`, so
+the slow `embed` stage (unused by them) is never built.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.project import DVC, ROOT, make_project, project_env
+from tests.tiny import tiny_params
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(), reason="needs Debian data")]
+
+TRAIN_STEPS, GEN_STEPS = 100, 12
+
+
+def _params() -> dict:
+    p = tiny_params(ROOT / "params.yaml", shifts=("in",))
+    p["shifts"]["in"]["per_class"] = 500            # 5,000 samples: shard writing lasts about a second
+    p["shard"]["samples_per_shard"] = 100
+    p["train"].update(steps=TRAIN_STEPS, ckpt_every=10)
+    p["generator"].update(steps=GEN_STEPS, ckpt_every=3)
+    return p
+
+
+def _env(d: Path) -> dict:
+    return {**os.environ, **project_env(d)}
+
+
+def _dvc(d: Path, *args: str) -> str:
+    r = subprocess.run([DVC, *args], cwd=d, env=_env(d), capture_output=True, text=True)
+    assert r.returncode == 0, f"dvc {' '.join(args)}: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout + r.stderr
+
+
+def _kill_when(d: Path, args: list[str], ready, timeout: float = 120.0) -> None:
+    """Start `dvc <args>` in its own process group, SIGKILL the whole group once ready() holds."""
+    log = d / "killed-run.log"
+    with open(log, "w") as out:
+        p = subprocess.Popen([DVC, *args], cwd=d, env=_env(d), stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if p.poll() is not None:
+                pytest.fail(f"dvc {' '.join(args)} ended (exit {p.returncode}) before the kill point:\n"
+                            + log.read_text()[-3000:])
+            if time.monotonic() > deadline:
+                pytest.fail(f"no kill point within {timeout:.0f}s:\n" + log.read_text()[-3000:])
+            time.sleep(0.005)
+    finally:
+        try:
+            procs = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for proc in procs:  # any child that left the group
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        p.wait()
+        _, alive = psutil.wait_procs(procs, timeout=10)
+    assert not alive, alive
+    assert p.returncode == -signal.SIGKILL
+
+
+def _lock(d: Path) -> dict:
+    f = d / "dvc.lock"
+    return yaml.safe_load(f.read_text())["stages"] if f.exists() else {}
+
+
+def _tracked(d: Path) -> list[str]:
+    """Every file path dvc.lock records as an output, directories expanded from the cache."""
+    paths = []
+    for entry in _lock(d).values():
+        for out in entry.get("outs", []):
+            md5 = out.get("md5", "")
+            manifest = d / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+            if md5.endswith(".dir") and manifest.exists():
+                paths += [f"{out['path']}/{f['relpath']}" for f in json.loads(manifest.read_text())]
+            elif md5.endswith(".dir"):  # cache: false directory: what its hash was taken over
+                paths += [p.relative_to(d).as_posix() for p in (d / out["path"]).rglob("*") if p.is_file()]
+            else:
+                paths.append(out["path"])
+    return paths
+
+
+def _assert_nothing_partial_tracked(d: Path) -> None:
+    bad = [p for p in _tracked(d) if re.search(r"\.partial(/|$)|\.tmp(/|$)|/\.tmp-", p)]
+    assert not bad, bad
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _out_md5(d: Path, stage: str, path: str) -> str:
+    return next(o["md5"] for o in _lock(d)[stage]["outs"] if o["path"] == path)
+
+
+@pytest.fixture(scope="module")
+def proj(tmp_path_factory):
+    d = make_project(tmp_path_factory.mktemp("faults"), _params())
+    _dvc(d, "repro", "-q", "train_embedder")  # download, pool, train_embedder
+    # curate@in (balanced) reads only data/raw: run it directly rather than through embed (30 s).
+    r = subprocess.run([sys.executable, "-m", "stages.curate", "in"], cwd=d, env=_env(d), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d
+
+
+def test_kill_while_writing_shards(proj):
+    d = proj
+    partial, out = d / "data/shards/in.partial", d / "data/shards/in"
+    mid_way = (partial / "shard-000001.tar").exists  # shard 0 closed, shard 1 being written
+    _kill_when(d, ["repro", "-s", "shard@in"], mid_way)
+    assert "shard@in" not in _lock(d)
+    assert partial.is_dir() and not (out / "sizes.json").exists()
+    _assert_nothing_partial_tracked(d)
+
+    _dvc(d, "repro", "-s", "shard@in")
+    assert not partial.exists()
+    done, entry = _files(out), _lock(d)["shard@in"]
+    assert len([f for f in done if f.endswith(".tar")]) == 50
+    _assert_nothing_partial_tracked(d)
+
+    # A forced rerun killed mid-way leaves the previous complete entry in dvc.lock untouched, and
+    # the next `dvc repro` restores that output from the cache.
+    _kill_when(d, ["repro", "-s", "-f", "shard@in"], mid_way)
+    assert _lock(d)["shard@in"] == entry and not (out / "sizes.json").exists()
+    _dvc(d, "repro", "-s", "shard@in")
+    assert _files(out) == done and _lock(d)["shard@in"] == entry
+    # An uninterrupted run that really executes: the same bytes as the run after the kill.
+    _dvc(d, "repro", "-s", "-f", "shard@in")
+    assert _files(out) == done and _lock(d)["shard@in"] == entry
+    assert not partial.exists()
+
+
+def test_kill_during_training_resumes_from_the_checkpoint(proj):
+    d = proj
+    if "shard@in" not in _lock(d):
+        _dvc(d, "repro", "-s", "shard@in")
+    ckpt = d / "checkpoints/in/last.pt"
+    _kill_when(d, ["repro", "-s", "train@in"], ckpt.exists)
+    assert "train@in" not in _lock(d)
+    assert not (d / "models/in/model.safetensors").exists()
+    _assert_nothing_partial_tracked(d)
+
+    log = _dvc(d, "repro", "-s", "train@in")
+    m = re.search(r"resuming from step (\d+)", log)
+    assert m and 0 < int(m[1]) < TRAIN_STEPS, log[-2000:]
+    assert not ckpt.exists()  # a finished run keeps no resume point
+    resumed, md5 = _files(d / "models/in"), _out_md5(d, "train@in", "models/in")
+    _assert_nothing_partial_tracked(d)
+
+    log = _dvc(d, "repro", "-s", "-f", "train@in")  # uninterrupted, from scratch
+    assert "resuming" not in log
+    assert _files(d / "models/in") == resumed and _out_md5(d, "train@in", "models/in") == md5
+
+
+def test_kill_during_generator_training_resumes_from_the_checkpoint(proj):
+    d = proj
+    ck = d / "checkpoints/generator"
+
+    def mid_way():
+        return any(int(p.name[5:]) < GEN_STEPS for p in ck.glob("step-*") if p.name[5:].isdigit())
+
+    _kill_when(d, ["repro", "-s", "train_generator"], mid_way)
+    assert "train_generator" not in _lock(d)
+    assert not (d / "models/generator/unet").exists()
+    _assert_nothing_partial_tracked(d)
+
+    log = _dvc(d, "repro", "-s", "train_generator")
+    m = re.search(r"generator: resuming from step (\d+)", log)
+    assert m and 0 < int(m[1]) < GEN_STEPS, log[-2000:]
+    assert not any(ck.iterdir())
+    resumed, md5 = _files(d / "models/generator"), _out_md5(d, "train_generator", "models/generator")
+    _assert_nothing_partial_tracked(d)
+
+    log = _dvc(d, "repro", "-s", "-f", "train_generator")
+    assert "resuming" not in log
+    assert _files(d / "models/generator") == resumed
+    assert _out_md5(d, "train_generator", "models/generator") == md5
