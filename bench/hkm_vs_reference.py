@@ -2,9 +2,10 @@
 
 Both run on the same Zipf-weighted Gaussian mixture with the same levels, 50 Lloyd iterations
 (the reference hard-codes 50), the same resampling steps and per-level sample sizes, and draw the
-same number of points. Reported: wall time of clustering and of sampling for each, the speed
-ratio, and the balance of each draw over the true mixture components (KL divergence to uniform,
-components hit), next to a uniform random draw.
+same number of points. Reported: wall time of clustering and of sampling for each, the process
+CPU time (``time.process_time``, all threads) of the same span, the load average before and after,
+the speed ratios of the medians (wall and CPU), and the balance of each draw over the true mixture
+components (KL divergence to uniform, components hit), next to a uniform random draw.
 
 The reference is imported from a checkout given with --ref; none of its code lives in this repo.
 It runs on CPU tensors through its single-process path (hierarchical_kmeans_with_resampling),
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import random
 import sys
 import time
@@ -61,6 +63,7 @@ def run_reference(ref: Path, x, levels, sample_sizes, steps, strategy, draw, see
     np.random.seed(seed)
     random.seed(seed)
     torch.manual_seed(seed)
+    c0 = time.process_time()
     t0 = time.perf_counter()
     # Its progress bars write to stdout; keep them out of the report (they still render).
     quiet = contextlib.redirect_stdout(io.StringIO())
@@ -81,8 +84,9 @@ def run_reference(ref: Path, x, levels, sample_sizes, steps, strategy, draw, see
         cl = HierarchicalCluster.from_dict(res)
         idx = np.asarray(hs.hierarchical_sampling(cl, target_size=draw, multiplier=1, sampling_strategy="r"))
     t_sample = time.perf_counter() - t1
+    cpu = time.process_time() - c0
     n_clusters = [int(sum(len(c) > 0 for c in r["clusters"])) for r in res]
-    return idx.astype(np.int64), t_fit, t_sample, n_clusters
+    return idx.astype(np.int64), t_fit, t_sample, cpu, n_clusters
 
 
 def main(argv=None):
@@ -100,6 +104,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="data seed and first algorithm seed")
     ap.add_argument("--repeats", type=int, default=1, help="algorithm seeds seed..seed+repeats-1")
     ap.add_argument("--threads", type=int, default=2, help="threads for torch, faiss and BLAS (both sides)")
+    ap.add_argument("--init-sample", default="default",
+                    help="ours: k-means++ seeding sample per cluster; 'default' (the library's), 'all', or an integer")
     ap.add_argument("--skip-reference", action="store_true")
     args = ap.parse_args(argv)
 
@@ -111,6 +117,9 @@ def main(argv=None):
     faiss.omp_set_num_threads(args.threads)
     threadpool_limits(args.threads)
     levels = [int(v) for v in args.levels.split(",")]
+    init_kw = {} if args.init_sample == "default" else {
+        "init_sample": None if args.init_sample == "all" else int(args.init_sample)}
+    load0 = os.getloadavg()
     x, comp = mixture(args.n_points, args.dim, args.components, args.zipf, args.spread, args.seed)
     # Same r for both: ceil(mean cluster size / 2) per level, the reference's documented rule.
     sample_sizes, n_prev = [], args.n_points
@@ -121,7 +130,8 @@ def main(argv=None):
     print(f"data: N={args.n_points} D={args.dim} components={args.components} zipf={args.zipf} "
           f"(sizes {counts.max()}..{counts.min()}); levels={levels} sample_sizes={sample_sizes} "
           f"resample_steps={args.resample_steps} strategy={args.strategy} n_iter=50 draw={args.draw} "
-          f"threads={args.threads}")
+          f"threads={args.threads} ours.init_sample={init_kw.get('init_sample', hkmeans.DEFAULT_INIT_SAMPLE)}")
+    print(f"load average at start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} ({os.cpu_count()} CPUs)")
 
     rng = np.random.default_rng(args.seed + 1)
     kl_rand, hit_rand = balance(rng.choice(args.n_points, args.draw, replace=False), comp, args.components)
@@ -130,33 +140,38 @@ def main(argv=None):
     rows = {"ours": [], "reference": []}
     for rep in range(args.repeats):
         seed = args.seed + rep
+        c0 = time.process_time()
         t0 = time.perf_counter()
         tree = hkmeans.fit(
             x, levels, n_iter=50, resample_steps=args.resample_steps, sample_size=sample_sizes,
-            sample_strategy=args.strategy, init="kmeans++", seed=seed,
+            sample_strategy=args.strategy, init="kmeans++", seed=seed, **init_kw,
         )
         t_fit = time.perf_counter() - t0
         t1 = time.perf_counter()
         idx = hkmeans.balanced_sample(tree, args.draw, leaf="random", seed=seed)
-        runs = [("ours", idx, t_fit, time.perf_counter() - t1, tree.n_clusters)]
+        t_sample = time.perf_counter() - t1
+        runs = [("ours", idx, t_fit, t_sample, time.process_time() - c0, tree.n_clusters)]
         if not args.skip_reference:
             runs.append(("reference", *run_reference(
                 args.ref, x, levels, sample_sizes, args.resample_steps, args.strategy, args.draw, seed
             )))
-        for name, idx, t_fit, t_sample, n_clusters in runs:
+        for name, idx, t_fit, t_sample, cpu, n_clusters in runs:
             kl, hit = balance(idx, comp, args.components)
-            rows[name].append((t_fit + t_sample, kl, hit))
+            rows[name].append((t_fit + t_sample, cpu, kl, hit))
             print(f"{name:<10} seed={seed} fit={t_fit:.2f}s sample={t_sample:.3f}s total={t_fit + t_sample:.2f}s "
-                  f"clusters={n_clusters} n={len(idx)} unique={len(np.unique(idx))} KL={kl:.3f} "
-                  f"hit={hit}/{args.components}")
+                  f"cpu={cpu:.2f}s clusters={n_clusters} n={len(idx)} unique={len(np.unique(idx))} KL={kl:.3f} "
+                  f"hit={hit}/{args.components} load={os.getloadavg()[0]:.2f}")
     for name, r in rows.items():
         if r:
-            t, kl, hit = (np.array(v) for v in zip(*r))
-            print(f"{name:<10} over {len(r)} seed(s): median total {np.median(t):.2f}s, "
+            t, cpu, kl, hit = (np.array(v) for v in zip(*r))
+            print(f"{name:<10} over {len(r)} seed(s): median total {np.median(t):.2f}s, median cpu {np.median(cpu):.2f}s, "
                   f"KL mean {kl.mean():.3f} (min {kl.min():.3f}, max {kl.max():.3f}), hit min {hit.min()}")
     if rows["reference"]:
-        ratio = np.median([r[0] for r in rows["reference"]]) / np.median([r[0] for r in rows["ours"]])
-        print(f"speed-up (reference median total / ours median total): {ratio:.1f}x")
+        for i, what in ((0, "wall"), (1, "cpu")):
+            ratio = np.median([r[i] for r in rows["reference"]]) / np.median([r[i] for r in rows["ours"]])
+            print(f"speed-up, {what} (reference median / ours median): {ratio:.1f}x")
+    load1 = os.getloadavg()
+    print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
 
 
 if __name__ == "__main__":
