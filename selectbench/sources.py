@@ -215,7 +215,40 @@ class _ErrorLog:
 # ImageFolder layouts (ImageNet train/val, -V2, -Sketch, -R, -A)
 
 
-class ImageFolderSource(_ErrorLog):
+class FileSource(_ErrorLog):
+    """Images stored one file each: self._meta has a `path` column relative to self.root. Missing,
+    unreadable and undecodable files are yielded as None and counted by reason."""
+
+    root: Path
+    _meta: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def meta(self) -> pd.DataFrame:
+        return self._meta.copy()
+
+    def load(self, rows: Sequence[int], *, draft_size: int | None = None) -> Iterator[tuple[int, Image.Image | None]]:
+        paths = self._meta["path"].to_numpy()
+        for r in _check_rows(rows, len(self)):
+            r = int(r)
+            try:
+                data = (self.root / paths[r]).read_bytes()
+            except FileNotFoundError:
+                self._fail(r, "missing")
+                yield r, None
+                continue
+            except OSError:
+                self._fail(r, "unreadable")
+                yield r, None
+                continue
+            img, reason = decode_image(data, draft_size)
+            if img is None:
+                self._fail(r, reason)
+            yield r, img
+
+
+class ImageFolderSource(FileSource):
     """root/<class folder>/<image> (recursing below the class folder, as torchvision does).
 
     class_index_from='name': the folder name is looked up in class_names (its position is the label);
@@ -282,30 +315,6 @@ class ImageFolderSource(_ErrorLog):
             }
         )
 
-    def __len__(self) -> int:
-        return len(self._meta)
-
-    def meta(self) -> pd.DataFrame:
-        return self._meta.copy()
-
-    def load(self, rows: Sequence[int], *, draft_size: int | None = None) -> Iterator[tuple[int, Image.Image | None]]:
-        paths = self._meta["path"].to_numpy()
-        for r in _check_rows(rows, len(self)):
-            r = int(r)
-            try:
-                data = (self.root / paths[r]).read_bytes()
-            except FileNotFoundError:
-                self._fail(r, "missing")
-                yield r, None
-                continue
-            except OSError:
-                self._fail(r, "unreadable")
-                yield r, None
-                continue
-            img, reason = decode_image(data, draft_size)
-            if img is None:
-                self._fail(r, reason)
-            yield r, img
 
 
 def _walk_images(root: Path, folder: str, extensions: frozenset[str]) -> list[str]:

@@ -56,8 +56,8 @@ import pandas as pd
 from PIL import Image
 
 from .common import UserError
-from .sources import (IMAGE_EXTENSIONS, ImageFolderSource, Source, _check_rows, _descend, _ErrorLog, _walk_images,
-                      decode_image)
+from .sources import (IMAGE_EXTENSIONS, FileSource, ImageFolderSource, Source, _check_rows, _descend, _ErrorLog,
+                      _walk_images)
 
 CALTECH_TRAIN_PER_CLASS = 30
 # VTAB-1k: 1,000 training examples per task (800 train + 200 val in VTAB; here one seeded draw).
@@ -82,7 +82,7 @@ def _err(name: str, where, msg: str) -> UserError:
 # Sources
 
 
-class FileListSource(_ErrorLog):
+class FileListSource(FileSource):
     """Image files (paths relative to root) with integer labels."""
 
     def __init__(self, name: str, root: Path, paths: Sequence[str], labels: Sequence[int], classes: Sequence[str]):
@@ -98,31 +98,6 @@ class FileListSource(_ErrorLog):
                 "class_name": [classes[i] for i in labels],
             }
         )
-
-    def __len__(self) -> int:
-        return len(self._meta)
-
-    def meta(self) -> pd.DataFrame:
-        return self._meta.copy()
-
-    def load(self, rows: Sequence[int], *, draft_size: int | None = None) -> Iterator[tuple[int, Image.Image | None]]:
-        paths = self._meta["path"].to_numpy()
-        for r in _check_rows(rows, len(self)):
-            r = int(r)
-            try:
-                data = (self.root / paths[r]).read_bytes()
-            except FileNotFoundError:
-                self._fail(r, "missing")
-                yield r, None
-                continue
-            except OSError:
-                self._fail(r, "unreadable")
-                yield r, None
-                continue
-            img, reason = decode_image(data, draft_size)
-            if img is None:
-                self._fail(r, reason)
-            yield r, img
 
 
 class ArraySource(_ErrorLog):
