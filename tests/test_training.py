@@ -205,3 +205,26 @@ def test_shard_writer_killed_midway_leaves_no_partial_output(tmp_path):
     shards.write_shards(samples(), tmp_path / "out", 40)
     for f in sorted((tmp_path / "ref").iterdir()):
         assert (tmp_path / "out" / f.name).read_bytes() == f.read_bytes()
+
+
+def test_empty_shift_is_skipped_explicitly_and_reported(tmp_path, monkeypatch, capsys):
+    """A curation that yields zero images: train writes an explicit 'skipped' record (no crash),
+    load_model returns no model with the reason, and the report shows the shift as not trained."""
+    import yaml
+
+    from selectbench import report
+    from stages import train as train_stage
+
+    monkeypatch.chdir(tmp_path)
+    shards.write_shards(iter(()), "data/shards/empty", 10, total=0)
+    Path("data/curated/empty").mkdir(parents=True)
+    Path("data/curated/empty/stats.json").write_text('{"count_per_class": [0, 0, 0, 0]}')
+    Path("params.yaml").write_text(yaml.safe_dump({"train": CFG}))
+    train_stage.main(["empty"])
+    assert "train@empty: skipped (0 samples < one batch of 16)" in capsys.readouterr().out
+    model, args = training.load_model("models/empty")
+    assert model is None and args["skipped"].startswith("0 samples")
+    mets = {"in": None, "empty": {"status": f"not trained: {args['skipped']}", "images": 0}}
+    util = report.utility_table(mets, {"in": {}, "empty": {}})
+    assert util.loc["empty", "status"].startswith("not trained") and np.isnan(util.loc["empty", "top1"])
+    assert util.loc["in", "status"] == "missing"
