@@ -97,6 +97,36 @@ def dataset_table(mets: dict, costs: dict) -> pd.DataFrame:
     return df
 
 
+def flat_table(mets: dict, costs: dict, util: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every scalar metric of every shift in one row per shift: the metrics JSON flattened to
+    dotted columns (per-class lists as <name>.<i>, matrices left to the JSON), the stage costs as
+    cost.<stage>.<field>, and the cross-shift columns of the utility table. A shift without
+    metrics is a row with status 'missing', never dropped."""
+    def walk(prefix, v, row):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x, row)
+        elif isinstance(v, list):
+            if all(x is None or isinstance(x, (int, float)) for x in v):
+                for i, x in enumerate(v):
+                    row[f"{prefix}.{i}"] = np.nan if x is None else x
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            row[prefix] = np.nan if v is None else v
+
+    rows = []
+    for s, m in mets.items():
+        row = {"shift": s, "status": "missing"}
+        walk("", m or {}, row)
+        walk("cost", costs.get(s, {}), row)
+        rows.append(row)
+    df = pd.DataFrame(rows).set_index("shift")
+    if util is not None:
+        for c in ("mCE_vs_in", "spearman_vs_in", "rank_overall"):
+            if c in util.columns:
+                df[c] = util[c]
+    return df
+
+
 def _fmt(v, digits=3):
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return "missing"

@@ -40,6 +40,7 @@ def main(argv=None):
     data = R.dataset_table(mets, costs)
     util.drop(columns=["transfer_ci"]).to_csv(out / "utility.csv")
     data.to_csv(out / "datasets.csv")
+    R.flat_table(mets, costs, util).to_csv(out / "metrics_all.csv")  # every metric, every shift, one table
     (out / "utility.tex").write_text(util.drop(columns=["transfer_ci"]).to_latex(float_format="%.3f", na_rep="missing"))
     (out / "datasets.tex").write_text(data.to_latex(float_format="%.3f", na_rep="missing"))
     present = [s for s in shifts if mets[s] is not None]

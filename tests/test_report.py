@@ -50,3 +50,17 @@ def test_findings_flip_and_missing_shifts_are_not_dropped():
     assert f["Validation: the truth-free noise estimate ranks shifts like the exact noise"]["holds"] is False
     util = R.utility_table(mets, {s: {} for s in mets})
     assert util.loc["sd_txt2img", "status"] == "missing" and np.isnan(util.loc["sd_txt2img", "top1"])
+
+
+def test_flat_table_has_every_scalar_metric_and_keeps_missing_shifts():
+    m = _m(0.9, 0.1, 0.05, 0.04)
+    m["top5"] = 0.99
+    mets = {"in": m, "gone": None}
+    costs = {"in": {"curate": {"wall_s": 1.5, "cpu_s": 1.2}, "evaluate": {"wall_s": 20.0}}, "gone": {}}
+    t = R.flat_table(mets, costs, R.utility_table(mets, costs))
+    assert t.loc["in", "top5"] == 0.99 and t.loc["in", "quality.cmmd"] == 0.1
+    assert t.loc["in", "label_noise.per_class_exact.0"] == 0.4  # t-shirt is fine-grained
+    assert t.loc["in", "cost.curate.cpu_s"] == 1.2 and t.loc["in", "cost.evaluate.wall_s"] == 20.0
+    assert t.loc["in", "mCE_vs_in"] == 1.0 and t.loc["in", "status"] == "ok"
+    assert not any(c.startswith("corruption.error_table") for c in t.columns)  # matrices stay in the JSON
+    assert t.loc["gone", "status"] == "missing" and np.isnan(t.loc["gone", "top5"])
