@@ -50,10 +50,6 @@ class Context:
     def pool_meta(self) -> pd.DataFrame:
         return pd.read_parquet(self.root / "data/pool/meta.parquet")
 
-    @cached_property
-    def pool_images(self) -> np.ndarray:
-        return np.load(self.root / "data/pool/images.npy", mmap_mode="r")
-
     def emb(self, kind: str) -> np.ndarray:
         path = self.root / f"data/embeddings/{kind}.npy"
         if not path.exists():

@@ -15,6 +15,7 @@ test images never enter fine-tuning. See docs/simulation.md, "Transfer tasks".
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import time
 import zlib
@@ -219,35 +220,21 @@ def _read_cfg(p: dict) -> dict:
             raise fail("pool.clipart.root", f"not a directory: {cfg['clipart_root']}")
     if "emoji" in names or "clipart" in names:
         # The natural set is rendered from the pool's paths, whichever of the two tasks asks first.
-        cache: dict = {}
-        font = get(p, "pool.emoji.font", str)
-        test_file = get(p, "pool.emoji.test_file", str)
-        root = get(p, "pool.clipart.root", str)
-
-        def natural():
-            if "v" not in cache:
-                cache["v"] = P.natural_holdout(root, font, test_file)
-            return cache["v"]
-
-        cfg["natural"] = natural
+        cfg["natural"] = functools.cache(functools.partial(
+            P.natural_holdout, get(p, "pool.clipart.root", str), get(p, "pool.emoji.font", str),
+            get(p, "pool.emoji.test_file", str)))
     return cfg
 
 
-def stratified_split(y: np.ndarray, test_fraction: float, rng: np.random.Generator):
-    from selectbench.vtab import stratified_split as split
-
-    return split(y, test_fraction, rng)
-
-
 def build_tasks(p: dict, out: Path) -> dict:
+    from selectbench import vtab
+
     cfg = _read_cfg(p)
     out.mkdir(parents=True, exist_ok=True)
     summary = {}
     for n in cfg["tasks"]:
         t0 = time.perf_counter()
         if n.startswith("vtab_"):
-            from selectbench import vtab
-
             v = n[len("vtab_"):]
             splits = vtab.open_task(v, Path(cfg["vtab_root"]) / v, seed=cfg["seed"])
             arrays, info = vtab.to_task_arrays(splits, SIDE, train_max=vtab.VTAB_1K_TRAIN, test_max=cfg["vtab_test_max"],
@@ -255,7 +242,7 @@ def build_tasks(p: dict, out: Path) -> dict:
             classes = splits.classes
         else:
             x, y, classes, info = load_task(n, cfg)
-            tr, te = stratified_split(y, cfg["test_fraction"], _rng(cfg["seed"], f"{n}.split"))
+            tr, te = vtab.stratified_split(y, cfg["test_fraction"], _rng(cfg["seed"], f"{n}.split"))
             arrays = {"train_x": x[tr], "train_y": y[tr], "test_x": x[te], "test_y": y[te]}
         np.savez(out / f"{n}.npz", **arrays)
         all_y = np.concatenate([arrays["train_y"], arrays["test_y"]])
