@@ -117,6 +117,21 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def profile(params: dict) -> str:
+    """`embedded` (the default, also when the key is absent) or `full`."""
+    v = params.get("profile", "embedded")
+    if v not in ("embedded", "full"):
+        raise fail("profile", f"unknown value {v!r}; allowed: embedded, full")
+    return v
+
+
+def record_pretrained(stage: str, **info) -> None:
+    """The live log and cost record a training stage declares as outputs, for a run that loads
+    pretrained weights instead of training (full profile)."""
+    write_json(f"reports/live/{stage}/metrics.json", {"pretrained": True})
+    write_json(f"reports/cost/{stage}.json", {"wall_s": 0.0, "pretrained": True, **info})
+
+
 def read_json(path: str | os.PathLike) -> Any:
     with open(path) as f:
         return json.load(f)

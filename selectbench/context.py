@@ -1,8 +1,9 @@
 """What a curated index points at: the per-source images, embeddings and hidden truth.
 
-An index row is (source, row): `train` rows of data/raw/train.npz, `pool` rows of data/pool,
-`generated` rows of the shift's own data/curated/<shift>/images.npy. This module is the one place
-that knows it, so the curate, shard and evaluate stages share it."""
+An index row is (source, row): `train` rows of the base train split (data/raw), `pool` rows of
+data/pool, `generated` rows of the shift's own data/curated/<shift>/images.npy. This module is the
+one place that knows it, so the curate, shard and evaluate stages share it; where the pixels of
+each source live (arrays or adapters) is selectbench.images' business."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,8 +48,23 @@ class Context:
         return load_split(self.root / "data/raw/train.npz")
 
     @cached_property
+    def train_images(self):
+        from .images import open_images
+
+        return open_images("train", self.root)
+
+    @cached_property
     def pool_meta(self) -> pd.DataFrame:
         return pd.read_parquet(self.root / "data/pool/meta.parquet")
+
+    @cached_property
+    def web_rows(self) -> np.ndarray:
+        """Pool rows a web search may return: the full profile's pool also holds the OpenImages
+        images behind the crowd labels, which are not part of LAION."""
+        meta = self.pool_meta
+        if "origin" not in meta:
+            return np.arange(len(meta))
+        return np.flatnonzero((meta["origin"] != "openimages").to_numpy())
 
     def emb(self, kind: str) -> np.ndarray:
         path = self.root / f"data/embeddings/{kind}.npy"
@@ -82,16 +98,12 @@ def truth_of(ctx: Context, index: pd.DataFrame) -> np.ndarray:
     return np.empty(0, dtype=np.int64) if t is None else t.astype(np.int64)
 
 
-def image_arrays(index: pd.DataFrame, curated_dir: Path, root: Path = Path(".")) -> dict[str, np.ndarray]:
-    """Image arrays for each source named in the index (memory-mapped, read on demand)."""
-    arrays = {}
-    for source in index["source"].unique():
-        if source == "train":
-            arrays[source] = np.load(root / "data/raw/train.npz")["images"]
-        elif source == "pool":
-            arrays[source] = np.load(root / "data/pool/images.npy", mmap_mode="r")
-        elif source == "generated":
-            arrays[source] = np.load(curated_dir / "images.npy", mmap_mode="r")
-        else:
-            raise UserError(f"unknown source {source!r} in {curated_dir}/index.parquet")
-    return arrays
+def image_arrays(index: pd.DataFrame, curated_dir: Path, root: Path = Path(".")) -> dict:
+    """The image set (array or lazy adapter view, selectbench.images) of each source in the index."""
+    from .images import open_images
+
+    names = {"train": "train", "pool": "pool", "generated": "generated"}
+    unknown = sorted(set(index["source"].unique()) - set(names))
+    if unknown:
+        raise UserError(f"unknown source {unknown[0]!r} in {curated_dir}/index.parquet")
+    return {s: open_images(names[s], root, curated_dir) for s in index["source"].unique()}

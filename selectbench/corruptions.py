@@ -20,22 +20,28 @@ def _corrupt_chunk(args, seed: int = 0):
     images, name, severity = args
     out = np.empty_like(images)
     for i, im in enumerate(images):
+        kw = {"seed": (seed * 1_000_003 + i) % 2**32} if name in _OWN_SEED else {}
+        if im.ndim == 3:  # RGB [H, W, 3] of at least 32 px: what the corruptions are made for
+            out[i] = corrupt(im, corruption_name=name, severity=severity, **kw)
+            continue
         # The corruptions assume RGB images of at least 32 px: pad 28 -> 32, grey -> RGB, and back.
         rgb = np.repeat(np.pad(im, 2)[..., None], 3, axis=2)
-        kw = {"seed": (seed * 1_000_003 + i) % 2**32} if name in _OWN_SEED else {}
         y = np.asarray(corrupt(rgb, corruption_name=name, severity=severity, **kw), dtype=np.float32)
         out[i] = np.clip(y[2:30, 2:30].mean(axis=2).round(), 0, 255).astype(np.uint8)
     return out
 
 
-def corrupted_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int, workers: int = 2):
-    """The 15 ImageNet-C corruptions x 5 severities of one fixed n-image test subset."""
+def corrupted_set(images, labels: np.ndarray, n: int, seed: int, workers: int = 2):
+    """The 15 ImageNet-C corruptions x 5 severities of one fixed n-image test subset.
+
+    images: uint8 grey [N, 28, 28] or RGB [N, H, W, 3] (H, W >= 32), or an array-like that
+    len() and indexing with a sorted int array (images[pick]) support: only the subset is read."""
     from imagecorruptions import get_corruption_names
 
     names = get_corruption_names()
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(images), size=min(n, len(images)), replace=False))
-    sub = images[pick]
+    sub = np.asarray(images[pick])
     jobs = [(sub, name, s) for name in names for s in range(1, 6)]
     # corrupt() seeds numpy's global RNG nowhere, so fix it per job for repeatable noise (and pass
     # a per-image seed to the corruptions that ignore it, see _OWN_SEED).

@@ -49,8 +49,10 @@ def curate_img2img(ctx: Context, cfg: dict, key: str) -> Curated:
     q = _queries(ctx, cfg, key)
     k = get(ctx.params, f"{key}.k", int, lo=1)
     dedup = get(ctx.params, f"{key}.dedup", str, choices=("none", "vote", "drop"))
-    rows, labels, scores = S.knn_transfer(ctx.emb("train_img")[q], ctx.train["labels"][q],
-                                          ctx.emb("pool_img"), k, dedup, ctx.num_classes)
+    web = ctx.web_rows
+    rel, labels, scores = S.knn_transfer(ctx.emb("train_img")[q], ctx.train["labels"][q],
+                                         ctx.emb("pool_img")[web], k, dedup, ctx.num_classes)
+    rows = web[rel]
     keep = S.cap_per_class(labels, scores, _cap(cfg, key))
     return Curated(_index("pool", rows[keep], labels[keep], scores[keep]),
                    stats={"queries": int(len(q)), "k": k, "dedup": dedup})
@@ -80,8 +82,11 @@ def curate_schema_map(ctx: Context, cfg: dict, key: str) -> Curated:
     from .sources import OpenImagesLabels
 
     verified = get(ctx.params, f"{key}.verified_only", bool)
-    oi = OpenImagesLabels(ctx.root / "data/pool/crowd_labels.csv", ctx.root / "data/meta/crowd_vocab.csv",
-                          ctx.root / "data/meta/oi_mapping.json")
+    # The full profile's pool stage copies OpenImages' vocabulary and mapping beside its labels;
+    # the embedded profile's simulated ones are data/meta's.
+    pool, meta = ctx.root / "data/pool", ctx.root / "data/meta"
+    vocab_dir = pool if (pool / "oi_mapping.json").exists() else meta
+    oi = OpenImagesLabels(pool / "crowd_labels.csv", vocab_dir / "crowd_vocab.csv", vocab_dir / "oi_mapping.json")
     df = oi.curate(verified_only=verified)
     pool_ids = ctx.pool_meta["sample_id"].to_numpy()
     lookup = pd.Series(np.arange(len(pool_ids)), index=pool_ids)
@@ -115,11 +120,12 @@ def curate_hkm(ctx: Context, cfg: dict, key: str) -> Curated:
     n = get(ctx.params, f"{key}.n", int, lo=0)
     pool_emb = ctx.emb("pool_img")
     base = ctx.base_rows
-    candidates = np.arange(len(pool_emb))
+    candidates = ctx.web_rows
     prefilter = get(ctx.params, f"{key}.prefilter_clusters", int, lo=0)
     if prefilter:  # keep only the pool's in-domain clusters before balancing (DataComp image-based filter)
-        keep = S.image_based_filter(pool_emb, ctx.emb("train_img")[base], prefilter, get(ctx.params, f"{key}.seed", int))
-        candidates = np.flatnonzero(keep)
+        keep = S.image_based_filter(pool_emb[candidates], ctx.emb("train_img")[base], prefilter,
+                                    get(ctx.params, f"{key}.seed", int))
+        candidates = candidates[keep]
     rows = candidates[_hkm_draw(ctx.params, pool_emb[candidates], n, key)]
     labels, conf = S.knn_vote(pool_emb[rows], ctx.emb("train_img")[base], ctx.train["labels"][base],
                               get(ctx.params, f"{key}.label_k", int, lo=1), ctx.num_classes)
@@ -127,10 +133,30 @@ def curate_hkm(ctx: Context, cfg: dict, key: str) -> Curated:
                    stats={"levels": cfg["levels"], "candidates_after_prefilter": int(len(candidates))})
 
 
-def _generator(ctx: Context):
+def _generate(ctx: Context, key: str, prompts: list[str], init: np.ndarray | None = None) -> np.ndarray:
+    """Images for the prompts (txt2img) or the init images + prompts (SDEdit img2img): the trained
+    generator in the embedded profile, a local Stable Diffusion in the full one (at the base
+    images' size, RGB)."""
     from . import generator
+    from .common import read_json
 
-    return generator.load_generator(ctx.root / "models/generator")
+    common = dict(seed=get(ctx.params, f"{key}.seed", int), steps=get(ctx.params, f"{key}.steps", int, lo=1),
+                  guidance=get(ctx.params, f"{key}.guidance", float, lo=0.0),
+                  batch_size=get(ctx.params, f"{key}.batch_size", int, lo=1), resume_dir=ctx.tmp_dir / "generate" / key)
+    scheduler = get(ctx.params, f"{key}.scheduler", str, choices=("ddim", "unipc")) if init is None else "ddim"
+    strength = get(ctx.params, f"{key}.strength", float, lo=0.0, hi=1.0) if init is not None else None
+    cfg = read_json(ctx.root / "models/generator/config.json")
+    if cfg.get("kind") == "pretrained":
+        pipe = generator.load_sd_pipeline(cfg["model"], "txt2img" if init is None else "img2img")
+        size = int(ctx.train_images.shape[1])
+        extra = {"prompts": prompts, "strength": strength} if init is not None else {}
+        out = generator.generate_sd(pipe, prompts if init is None else list(init), size=size, scheduler=scheduler,
+                                    **common, **extra)
+        return np.stack([np.asarray(im, dtype=np.uint8) for im in out])
+    model = generator.load_generator(ctx.root / "models/generator")
+    if init is None:
+        return generator.txt2img(model, ctx.embedder.text_hidden, prompts, scheduler=scheduler, **common)
+    return generator.img2img(model, ctx.embedder.text_hidden, init, prompts, strength=strength, **common)
 
 
 def _prompts(ctx: Context, cfg: dict, key: str, labels: np.ndarray) -> list[str]:
@@ -142,32 +168,18 @@ def _prompts(ctx: Context, cfg: dict, key: str, labels: np.ndarray) -> list[str]
 
 
 def curate_sd_txt2img(ctx: Context, cfg: dict, key: str) -> Curated:
-    from . import generator
-
     per_class = get(ctx.params, f"{key}.per_class", int, lo=0)
     labels = np.repeat(np.arange(ctx.num_classes), per_class)
-    images = generator.txt2img(_generator(ctx), ctx.embedder.text_hidden, _prompts(ctx, cfg, key, labels),
-                               seed=get(ctx.params, f"{key}.seed", int), steps=get(ctx.params, f"{key}.steps", int, lo=1),
-                               guidance=get(ctx.params, f"{key}.guidance", float, lo=0.0),
-                               scheduler=get(ctx.params, f"{key}.scheduler", str, choices=("ddim", "unipc")),
-                               batch_size=get(ctx.params, f"{key}.batch_size", int, lo=1),
-                               resume_dir=ctx.tmp_dir / "generate" / key)
+    images = _generate(ctx, key, _prompts(ctx, cfg, key, labels))
     rows = np.arange(len(labels))
     return Curated(_index("generated", rows, labels, np.ones(len(rows))), images=images,
                    stats={"generated": int(len(rows))})
 
 
 def curate_sd_img2img(ctx: Context, cfg: dict, key: str) -> Curated:
-    from . import generator
-
     q = _queries(ctx, cfg, key)
     labels = ctx.train["labels"][q]
-    images = generator.img2img(_generator(ctx), ctx.embedder.text_hidden, ctx.train["images"][q],
-                               _prompts(ctx, cfg, key, labels), strength=get(ctx.params, f"{key}.strength", float, lo=0.0, hi=1.0),
-                               seed=get(ctx.params, f"{key}.seed", int), steps=get(ctx.params, f"{key}.steps", int, lo=1),
-                               guidance=get(ctx.params, f"{key}.guidance", float, lo=0.0),
-                               batch_size=get(ctx.params, f"{key}.batch_size", int, lo=1),
-                               resume_dir=ctx.tmp_dir / "generate" / key)
+    images = _generate(ctx, key, _prompts(ctx, cfg, key, labels), init=np.asarray(ctx.train_images[q]))
     rows = np.arange(len(q))
     idx = _index("generated", rows, labels, np.ones(len(rows)))
     idx["condition"] = [f"fmnist_train:{r}" for r in q]

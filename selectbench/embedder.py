@@ -3,6 +3,7 @@ pretrained open_clip model (full profile). One interface for both."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -29,14 +30,35 @@ def build(arch: dict) -> torch.nn.Module:
     return CLIP(arch["embed_dim"], arch["vision_cfg"], arch["text_cfg"])
 
 
-def images_to_tensor(images: np.ndarray, size: int = 32) -> torch.Tensor:
-    """uint8 [B,28,28] -> normalised float [B,3,size,size] (zero-padded, grey replicated)."""
+def images_to_tensor(images: np.ndarray, size: int = 32, mean: tuple | None = None,
+                     std: tuple | None = None) -> torch.Tensor:
+    """uint8 grey [B,h,w] or RGB [B,h,w,3] -> normalised float [B,3,size,size].
+
+    Without mean/std (the trained embedder) grey images are zero-padded to size, as in training,
+    and normalised with the Fashion-MNIST statistics. A pretrained model passes its own per-channel
+    mean/std: it was trained on whole RGB images, so grey is replicated to RGB and resized instead.
+    RGB images are resized to size (callers give centre squares) and normalised per channel, with
+    the Fashion-MNIST statistics replicated when no mean/std is given.
+    """
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
-    pad = (size - x.shape[-1]) // 2
-    if pad > 0:
-        x = F.pad(x, (pad, size - x.shape[-1] - pad, pad, size - x.shape[-2] - pad))
-    x = (x - MEAN) / STD
-    return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    if x.ndim == 3 and mean is None:
+        pad = (size - x.shape[-1]) // 2
+        if pad > 0:
+            x = F.pad(x, (pad, size - x.shape[-1] - pad, pad, size - x.shape[-2] - pad))
+        x = (x - MEAN) / STD
+        return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    if x.ndim == 3:
+        x = x.unsqueeze(-1).expand(-1, -1, -1, 3)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 [B,H,W] or [B,H,W,3], got shape {tuple(images.shape)}")
+    x = x.permute(0, 3, 1, 2)
+    if x.shape[-2:] != (size, size):
+        # Clamped: bicubic overshoots, and a PIL resize of the uint8 image (open_clip's own
+        # preprocessing) would saturate at 0 and 255.
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
+    m = torch.tensor(mean if mean is not None else (MEAN,) * 3).view(1, 3, 1, 1)
+    s = torch.tensor(std if std is not None else (STD,) * 3).view(1, 3, 1, 1)
+    return ((x - m) / s).contiguous()
 
 
 def tokenize(texts: list[str], context_length: int) -> torch.Tensor:
@@ -48,11 +70,15 @@ def tokenize(texts: list[str], context_length: int) -> torch.Tensor:
 class Embedder:
     """Encodes images and texts into one normalised space; exposes token states for the generator."""
 
-    def __init__(self, model: torch.nn.Module, context_length: int, image_size: int = 32):
+    def __init__(self, model: torch.nn.Module, context_length: int, image_size: int = 32,
+                 mean: tuple | None = None, std: tuple | None = None):
+        """mean/std: a pretrained model's per-channel normalisation; None for the trained embedder
+        (see images_to_tensor)."""
         flush_denormal()
         self.model = model.eval()
         self.context_length = context_length
         self.image_size = image_size
+        self.mean, self.std = mean, std
 
     @property
     def dim(self) -> int:
@@ -63,10 +89,12 @@ class Embedder:
         return int(self.model.token_embedding.weight.shape[1])
 
     @torch.no_grad()
-    def encode_images(self, images: np.ndarray, batch: int = 1024, desc: str | None = None) -> np.ndarray:
+    def encode_images(self, images, batch: int = 1024, desc: str | None = None) -> np.ndarray:
+        """images: uint8 [N,H,W] or [N,H,W,3], or anything with len() and slicing (a lazy loader:
+        only one batch is held at a time)."""
         out = np.empty((len(images), self.dim), dtype=np.float32)
         for i in tqdm(range(0, len(images), batch), desc=desc, disable=desc is None, unit="batch"):
-            x = images_to_tensor(images[i:i + batch], self.image_size)
+            x = images_to_tensor(np.asarray(images[i:i + batch]), self.image_size, self.mean, self.std)
             out[i:i + batch] = F.normalize(self.model.encode_image(x), dim=-1).numpy()
         return out
 
@@ -146,15 +174,80 @@ def load(model_dir: str | Path) -> Embedder:
 
 
 def load_pretrained(model_name: str, weights: str | None) -> Embedder:
-    """Full profile: a named open_clip architecture with a local weights file (no hub access)."""
+    """Full profile: an open_clip architecture with a local weights file (no hub access).
+
+    model_name is a built-in open_clip name or the path of a model-config JSON (the format of
+    open_clip's model_configs/*.json), registered under its file stem."""
     import open_clip
 
-    if weights and not Path(weights).exists():
+    if model_name.endswith(".json"):
+        model_name = _register_config(Path(model_name))
+    if weights and not Path(weights).is_file():
         raise UserError(f"embedder.weights: file not found: {weights}")
+    # create_model warns "initialized randomly": the weights are loaded below, by _load_weights.
+    prev = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     try:
-        model = open_clip.create_model(model_name, pretrained=weights)
-    except RuntimeError as e:
-        raise UserError(f"embedder.model: {e}") from None
+        model = open_clip.create_model(model_name)
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"embedder.model: {model_name}: {_one_line(e)}") from None
+    finally:
+        logging.disable(prev)
+    if weights:
+        _load_weights(model, Path(weights))
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    pp = getattr(model.visual, "preprocess_cfg", {})
+    mean, std = tuple(pp.get("mean", OPENAI_DATASET_MEAN)), tuple(pp.get("std", OPENAI_DATASET_STD))
     ctx = model.context_length if hasattr(model, "context_length") else 77
     size = model.visual.image_size[0] if hasattr(model.visual, "image_size") else 224
-    return Embedder(model, ctx, size)
+    return Embedder(model, ctx, size, mean, std)
+
+
+def _one_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _register_config(path: Path) -> str:
+    import open_clip
+
+    try:
+        cfg = json.loads(path.read_text())
+    except OSError as e:
+        raise UserError(f"embedder.model: cannot read {path} ({e.strerror})") from None
+    except ValueError as e:
+        raise UserError(f"embedder.model: {path}: not JSON ({e})") from None
+    # open_clip skips a config without these keys silently and then reports the name unknown.
+    need = ("embed_dim", "vision_cfg", "text_cfg")
+    if not isinstance(cfg, dict) or not all(k in cfg for k in need):
+        raise UserError(f"embedder.model: {path}: an open_clip model config needs keys {', '.join(need)}")
+    open_clip.add_model_config(path)
+    return path.stem
+
+
+def _load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Safetensors or torch.load(weights_only=True), never a full unpickle: open_clip 3.3 retries a
+    file whose weights-only read raised TypeError with torch.load's default, which the environment
+    (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD) can turn into a full unpickle."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt or unsafe file: any reader error is the user's to fix
+        raise UserError(f"embedder.weights: {path}: cannot load ({type(e).__name__}: {_one_line(e)})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # an open_clip training checkpoint
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"embedder.weights: {path}: not a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DistributedDataParallel
+    own = model.state_dict()
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    shapes = sorted(k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or shapes:
+        first = (missing or unexpected or shapes)[0]
+        raise UserError(f"embedder.weights: {path}: does not match the architecture ({len(missing)} missing, "
+                        f"{len(unexpected)} unexpected, {len(shapes)} wrong-shape tensors, e.g. {first})")
+    model.load_state_dict(state)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics as M
-from .training import predict
+from .training import model_input, predict
 
 
 # --- synthetic distribution shift (ImageNet-C analogue; the set itself: selectbench.corruptions) --
@@ -29,7 +29,9 @@ def corruption_metrics(logits: np.ndarray, labels: np.ndarray, cidx: np.ndarray,
 # --- transfer (VTAB-inspired) ----------------------------------------------------------------
 def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
              test_y: np.ndarray, num_classes: int, cfg: dict, train_cfg: dict, seed: int) -> float:
-    """SELECT's protocol: new head, whole network fine-tuned with SGD, fixed steps, step decay."""
+    """SELECT's protocol: new head, whole network fine-tuned with SGD, fixed steps, step decay.
+
+    Task images may be grey [N,H,W] or RGB [N,H,W,3]; they are converted to the model's channels."""
     torch.manual_seed(seed)
     m = copy.deepcopy(model)
     m.reset_classifier(num_classes)
@@ -38,7 +40,8 @@ def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, t
     steps = cfg["steps"]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(steps * 0.5), int(steps * 0.75)], gamma=0.1)
     gen = torch.Generator().manual_seed(seed)
-    x_all = _prep(train_x, train_cfg["img_size"])
+    # No antialias, unlike predict: turning it on would change the recorded transfer numbers.
+    x_all = model_input(train_x, train_cfg["img_size"], train_cfg.get("in_chans", 1), antialias=False)
     y_all = torch.as_tensor(train_y, dtype=torch.long)
     for _ in range(steps):
         idx = torch.randint(0, len(x_all), (cfg["batch_size"],), generator=gen)
@@ -50,15 +53,6 @@ def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, t
     m.eval()
     pred = predict(m, test_x, train_cfg).argmax(1)
     return float((pred == test_y).mean())
-
-
-def _prep(images: np.ndarray, size: int) -> torch.Tensor:
-    from .training import MEAN, STD
-
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255).unsqueeze(1)
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return (x - MEAN[0]) / STD[0]
 
 
 # --- self-supervised guidance ------------------------------------------------------------------

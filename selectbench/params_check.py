@@ -119,3 +119,36 @@ def check(params: dict, keys: dict | None = None) -> None:
                 raise _unknown(f"{where}.{k}", allowed, f"unknown key for strategy {cfg['strategy']}")
         if isinstance(cfg.get("rebalance"), dict):
             _walk(cfg["rebalance"], keys["rebalance"], f"{where}.rebalance")
+
+
+def apply_profile(profile_path: str | Path, params_path: str | Path) -> int:
+    """Merge a profile file's values (params-full.yaml) into params.yaml, key by key, keeping
+    params.yaml's comments and order; returns how many leaf values were set."""
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.width = 120
+    for p in (profile_path, params_path):
+        if not Path(p).is_file():
+            raise UserError(f"{p}: file not found")
+    with open(profile_path) as f:
+        profile = rt.load(f) or {}
+    with open(params_path) as f:
+        params = rt.load(f)
+    count = 0
+
+    def merge(dst, src) -> None:
+        nonlocal count
+        for k, v in src.items():
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                merge(dst[k], v)
+            else:
+                dst[k] = v
+                count += 1
+
+    merge(params, profile)
+    tmp = Path(params_path).with_suffix(".yaml.tmp")
+    with open(tmp, "w") as f:
+        rt.dump(params, f)
+    tmp.replace(params_path)
+    return count

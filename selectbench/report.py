@@ -63,14 +63,19 @@ def utility_table(mets: dict, costs: dict) -> pd.DataFrame:
         })
     df = pd.DataFrame(rows).set_index("shift")
     if "in" in mets and mets["in"] is not None and mets["in"].get("status") == "ok":
-        base_err = 1 - np.asarray(mets["in"]["corruption"]["error_table"], dtype=float)
+        base_err = np.asarray(mets["in"]["corruption"]["error_table"], dtype=float)
         base_pc = np.asarray(mets["in"]["per_class_accuracy"], dtype=float)
+        # A corruption `in` never errs on has no CE (0/0 or x/0): mCE is over the others, and the
+        # count of corruptions it covers is reported beside it.
+        defined = base_err.sum(axis=1) > 0
         mce, rho = {}, {}
         for s, m in mets.items():
             if m is not None and m.get("status") == "ok":
-                mce[s] = M.corruption_error(np.asarray(m["corruption"]["error_table"]), 1 - base_err)
+                table = np.asarray(m["corruption"]["error_table"], dtype=float)
+                mce[s] = M.corruption_error(table[defined], base_err[defined]) if defined.any() else np.nan
                 rho[s] = M.spearman(np.asarray(m["per_class_accuracy"], dtype=float), base_pc)
         df["mCE_vs_in"] = pd.Series(mce)
+        df["mCE_corruptions"] = int(defined.sum())
         df["spearman_vs_in"] = pd.Series(rho)
     for col, _, higher in UTILITY:
         df[f"rank_{col}"] = df[col].rank(ascending=not higher, method="min")

@@ -1,4 +1,6 @@
-"""WebDataset shards: tar files of (png, cls, json) samples plus open_clip's sizes.json.
+"""WebDataset shards: tar files of (png or jpg, cls, json) samples plus open_clip's sizes.json.
+
+Grey [H,W] images are stored as PNG (lossless), RGB [H,W,3] ones as JPEG (quality 95), the usual storage for photos.
 
 Tars are written with fixed headers (mtime 0, no owner) so the same samples give the same bytes.
 """
@@ -23,6 +25,21 @@ def png_bytes(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8)).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
+
+
+def jpg_bytes(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img)).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def image_member(img: np.ndarray) -> tuple[str, bytes]:
+    """(extension, bytes) of one image: grey [H,W] -> png, uint8 RGB [H,W,3] -> jpg."""
+    if img.ndim == 2:
+        return "png", png_bytes(img)
+    if img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8:
+        return "jpg", jpg_bytes(img)
+    raise ValueError(f"image of shape {img.shape} ({img.dtype}): expected grey (H, W) or uint8 RGB (H, W, 3)")
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -56,7 +73,8 @@ def write_shards(samples: Iterable[tuple[str, np.ndarray, int, dict]], out_dir: 
             name = SHARD_PATTERN.format(n // per_shard)
             tar = tarfile.open(tmp / name, "w", format=tarfile.USTAR_FORMAT)
             sizes[name] = 0
-        _add(tar, f"{key}.png", png_bytes(img))
+        ext, data = image_member(np.asarray(img))
+        _add(tar, f"{key}.{ext}", data)
         _add(tar, f"{key}.cls", str(int(label)).encode())
         _add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
         sizes[name] += 1
@@ -132,11 +150,21 @@ def tar_samples(urls) -> Iterator[dict]:
             yield cur
 
 
+def image_data(sample: dict) -> bytes:
+    """The encoded image of a sample, whichever format write_shards chose for it."""
+    return sample["png"] if "png" in sample else sample["jpg"]
+
+
 def iter_samples(urls: list[str]) -> Iterator[tuple[str, bytes, int]]:
-    """Plain sequential reader (tests and benchmarks): (key, png bytes, class)."""
+    """Plain sequential reader (tests and benchmarks): (key, png or jpg bytes, class)."""
     for s in tar_samples(urls):
-        yield s["__key__"], s["png"], int(s["cls"])
+        yield s["__key__"], image_data(s), int(s["cls"])
+
+
+def decode_image(data: bytes, mode: str) -> np.ndarray:
+    """uint8 [H,W] for mode "L", [H,W,3] for "RGB", whatever the stored format."""
+    return np.asarray(Image.open(io.BytesIO(data)).convert(mode))
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    return decode_image(data, "L")

@@ -248,6 +248,19 @@ class FileSource(_ErrorLog):
             yield r, img
 
 
+class PathSource(FileSource):
+    """Files listed explicitly, relative to root (OpenImages images by ImageID, a saved file list)."""
+
+    def __init__(self, root: str | os.PathLike, paths: Sequence[str], *, name: str = "files"):
+        self.name = name
+        self.root = Path(root)
+        self._init_errors()
+        if not self.root.is_dir():
+            raise UserError(f"{self.root}: image folder not found")
+        paths = [str(p) for p in paths]
+        self._meta = pd.DataFrame({"sample_id": [f"{name}:{p}" for p in paths], "path": paths})
+
+
 class ImageFolderSource(FileSource):
     """root/<class folder>/<image> (recursing below the class folder, as torchvision does).
 

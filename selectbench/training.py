@@ -24,11 +24,14 @@ from . import shards
 from .common import UserError, fail, flush_denormal
 
 MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST pixel statistics
+RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, timm's default for RGB
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's convert("L")
 WEIGHTINGS = ("none", "inverse_frequency", "effective_number")
 KEYS = ("model", "img_size", "budget", "epochs", "steps", "batch_size", "opt", "lr", "momentum",
         "weight_decay", "sched", "warmup_epochs", "min_lr", "mixup", "cutmix", "label_smoothing",
         "scale", "hflip", "class_weighting", "effective_beta", "shuffle_buffer", "workers",
         "ckpt_every", "seed", "nproc")
+OPTIONAL = ("in_chans",)  # set by the train stage from the shards; absent (old args.yaml) means 1
 
 
 @dataclass
@@ -43,9 +46,12 @@ def check_config(cfg: dict) -> dict:
     for k in KEYS:
         if k not in cfg:
             raise fail(f"train.{k}", "missing from params.yaml")
-    unknown = sorted(set(cfg) - set(KEYS))
+    unknown = sorted(set(cfg) - set(KEYS) - set(OPTIONAL))
     if unknown:
-        raise fail(f"train.{unknown[0]}", f"unknown key; allowed: {', '.join(KEYS)}")
+        raise fail(f"train.{unknown[0]}", f"unknown key; allowed: {', '.join(KEYS + OPTIONAL)}")
+    chans = cfg.get("in_chans", 1)
+    if type(chans) is not int or chans not in (1, 3):
+        raise fail("train.in_chans", f"expected 1 (grey) or 3 (RGB), got {chans!r}")
     ints = {"img_size": 8, "batch_size": 1, "epochs": 0, "steps": 0, "shuffle_buffer": 1, "workers": 1,
             "ckpt_every": 0, "nproc": 1, "seed": None}
     for k, lo in ints.items():
@@ -107,15 +113,22 @@ def plan(cfg: dict, samples: int, world: int = 1) -> Run:
     return Run(steps=steps, steps_per_epoch=steps_per_epoch, samples=samples)
 
 
+def norm_stats(in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel: Fashion-MNIST's for grey, ImageNet's for RGB."""
+    return (MEAN, STD) if in_chans == 1 else (RGB_MEAN, RGB_STD)
+
+
 def make_transform(cfg: dict, training: bool):
     from timm.data import create_transform
 
-    size = cfg["img_size"]
+    size, chans = cfg["img_size"], cfg.get("in_chans", 1)
+    mean, std = norm_stats(chans)
     if training:
-        return create_transform((1, size, size), is_training=True, scale=tuple(cfg["scale"]), ratio=(0.75, 1.333),
-                                hflip=cfg["hflip"], color_jitter=0.0, interpolation="bilinear", mean=MEAN, std=STD)
-    return create_transform((1, size, size), is_training=False, crop_pct=1.0, interpolation="bilinear",
-                            mean=MEAN, std=STD)
+        return create_transform((chans, size, size), is_training=True, scale=tuple(cfg["scale"]),
+                                ratio=(0.75, 1.333), hflip=cfg["hflip"], color_jitter=0.0, interpolation="bilinear",
+                                mean=mean, std=std)
+    return create_transform((chans, size, size), is_training=False, crop_pct=1.0, interpolation="bilinear",
+                            mean=mean, std=std)
 
 
 def _worker_seeded(fn: Callable, seed: int):
@@ -145,9 +158,10 @@ def epoch_loader(urls: list[str], cfg: dict, epoch: int, rank: int = 0, world: i
     random.Random(seed).shuffle(order)
     transform = make_transform(cfg, training=True)
     buf = cfg["shuffle_buffer"]
+    mode = "L" if cfg.get("in_chans", 1) == 1 else "RGB"
 
     def decode(sample):
-        img = Image.open(io.BytesIO(sample["png"])).convert("L")
+        img = Image.open(io.BytesIO(shards.image_data(sample))).convert(mode)
         return transform(img), int(sample["cls"])
 
     pipeline = wds.DataPipeline(
@@ -212,7 +226,8 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
     samples = int(sum(sizes.values()))
     run = plan(cfg, samples, world)
     torch.manual_seed(cfg["seed"])
-    model = timm.create_model(cfg["model"], pretrained=False, num_classes=num_classes, in_chans=1)
+    model = timm.create_model(cfg["model"], pretrained=False, num_classes=num_classes,
+                              in_chans=cfg.get("in_chans", 1))
     optimizer = create_optimizer_v2(model, opt=cfg["opt"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                     momentum=cfg["momentum"])
     n_epochs = max(1, math.ceil(run.steps / run.steps_per_epoch))
@@ -306,21 +321,37 @@ def load_model(model_dir: str | Path):
         args = yaml.safe_load(f)
     if not (d / "model.safetensors").exists():
         return None, args
-    model = timm.create_model(args["train"]["model"], pretrained=False, num_classes=args["num_classes"], in_chans=1)
+    model = timm.create_model(args["train"]["model"], pretrained=False, num_classes=args["num_classes"],
+                              in_chans=args["train"].get("in_chans", 1))
     model.load_state_dict(load_file(d / "model.safetensors"))
     return model.eval(), args
 
 
+def model_input(images, size: int, in_chans: int, antialias: bool) -> torch.Tensor:
+    """Normalised float [N,in_chans,size,size] from uint8 [N,H,W] (grey) or [N,H,W,3] (RGB) images.
+
+    Grey images feed an RGB model as three equal channels; RGB ones feed a grey model as luma."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    if x.shape[1] < in_chans:
+        x = x.expand(-1, in_chans, -1, -1)
+    elif x.shape[1] > in_chans:
+        x = (x * torch.tensor(GREY_WEIGHTS).view(3, 1, 1)).sum(1, keepdim=True)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+    mean, std = norm_stats(in_chans)
+    return (x - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
+
+
 @torch.no_grad()
-def predict(model, images: np.ndarray, cfg: dict, batch: int = 1024) -> np.ndarray:
-    """Logits for uint8 [N,28,28] images with the eval transform (resize to img_size, normalise)."""
+def predict(model, images, cfg: dict, batch: int = 1024) -> np.ndarray:
+    """Logits for uint8 [N,H,W] or [N,H,W,3] images with the eval transform (resize to img_size, normalise).
+
+    images is anything with len() and slicing (an array, a memmap, a lazy loader): only one
+    batch is ever decoded, so a large RGB set need not fit in memory."""
     flush_denormal()
-    size = cfg["img_size"]
+    size, chans = cfg["img_size"], cfg.get("in_chans", 1)
     out = []
     for i in range(0, len(images), batch):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).float().div_(255).unsqueeze(1)
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        x = (x - MEAN[0]) / STD[0]
-        out.append(model(x).float().numpy())
+        out.append(model(model_input(images[i:i + batch], size, chans, antialias=True)).float().numpy())
     return np.concatenate(out) if out else np.empty((0, 0), dtype=np.float32)

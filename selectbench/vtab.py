@@ -516,10 +516,11 @@ def open_task(name: str, root, *, seed: int = 0) -> VtabSplits:
 
 
 def to_task_arrays(
-    splits: VtabSplits, size: int, *, train_max: int | None, test_max: int | None, seed: int
+    splits: VtabSplits, size: int, *, mode: str = "L", train_max: int | None, test_max: int | None, seed: int
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """Seeded subsets of each split (None = all), decoded to uint8 grey [N, size, size] (centre
-    crop, see sources.to_array); items that fail to decode are dropped and counted."""
+    """Seeded subsets of each split (None = all), decoded to uint8 [N, size, size] for mode "L"
+    or [N, size, size, 3] for "RGB" (centre crop, see sources.to_array); items that fail to
+    decode are dropped and counted."""
     from .sources import to_array
 
     arrays, info = {}, {"decode_errors": {}}
@@ -533,7 +534,7 @@ def to_task_arrays(
         for r, img in src.load(rows, draft_size=size):
             if img is None:
                 continue
-            xs.append(to_array(img, size, "L", fit="crop"))
+            xs.append(to_array(img, size, mode, fit="crop"))
             ys.append(labels[r])
         if not xs:
             raise UserError(f"vtab {splits.name}: no decodable {split} images")

@@ -2,6 +2,7 @@
 
     python -m stages.check_params [--params params.yaml] [--out data/params.ok]
     python -m stages.check_params --write-keys   # after adding a key to params.yaml / params-full.yaml
+    python -m stages.check_params --apply params-full.yaml   # merge a profile's values into params.yaml
 
 An unknown key (a typo, or `dvc exp run -S +train.lrr=0.1`) fails here with one line naming it and
 the closest known key. The output is constant, so a valid param change reruns nothing downstream.
@@ -11,7 +12,7 @@ import os
 from pathlib import Path
 
 from selectbench.common import load_params, stage_main
-from selectbench.params_check import KEYS_FILE, check, derive_keys_from, write_keys
+from selectbench.params_check import KEYS_FILE, apply_profile, check, derive_keys_from, write_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,13 @@ def main(argv=None):
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="data/params.ok")
     ap.add_argument("--write-keys", action="store_true", help=f"regenerate {KEYS_FILE.name} from the default profiles")
+    ap.add_argument("--apply", metavar="PROFILE_YAML", help="merge this file's values into --params (comments kept)")
     args = ap.parse_args(argv)
+    if args.apply:
+        n = apply_profile(args.apply, args.params)
+        check(load_params(args.params))
+        print(f"check_params: {n} values from {args.apply} merged into {args.params}")
+        return 0
     if args.write_keys:
         write_keys(derive_keys_from(ROOT))
         print(f"check_params: wrote {KEYS_FILE}")

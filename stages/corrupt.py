@@ -7,6 +7,7 @@ import numpy as np
 from selectbench.common import get, load_params, stage_main, write_json
 from selectbench.data import load_split
 from selectbench.corruptions import corrupted_set
+from selectbench.images import open_images
 
 
 @stage_main
@@ -19,7 +20,7 @@ def main(argv=None):
     n = get(p, "corrupt.n", int, lo=1)
     seed = get(p, "corrupt.seed", int)
     test = load_split("data/raw/test.npz")
-    images, labels, cidx, sev, names, pick = corrupted_set(test["images"], test["labels"], n, seed)
+    images, labels, cidx, sev, names, pick = corrupted_set(open_images("test"), test["labels"], n, seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "corrupted.npz", images=images, labels=labels, corruption=cidx, severity=sev, test_rows=pick)

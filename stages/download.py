@@ -1,10 +1,15 @@
-"""download: Fashion-MNIST train/test as one compact npz per split (+ the base/pool partition)."""
+"""download: the base task's train/test labels (+ the base/pool partition) in data/raw.
+
+Embedded profile: Fashion-MNIST images in one compact npz per split. Full profile: ImageNet
+train/val read where they are, through a pointer file per split (selectbench.full)."""
 import argparse
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from selectbench.common import get, load_params, stage_main, write_json
+from selectbench import full
+from selectbench.common import get, load_params, profile, stage_main, write_json
 from selectbench.data import fetch, split_parts
 
 
@@ -15,6 +20,12 @@ def main(argv=None):
     ap.add_argument("--out", default="data/raw")
     args = ap.parse_args(argv)
     p = load_params(args.params)
+    if profile(p) == "full":
+        with open("data/meta/classes.yaml") as f:
+            classes = yaml.safe_load(f)["classes"]
+        s = full.build_raw(p, classes, Path(args.out))
+        print(f"download: ImageNet {s['train']} train, {s['test']} val (read in place) -> {args.out}")
+        return
     source_dir = get(p, "data.source_dir", (str, type(None)))
     url = get(p, "data.url", str)
     reserve = get(p, "data.base_reserve", int, lo=1)

@@ -1,20 +1,51 @@
 """embed: float16 embeddings of base train/test images, pool images and captions, and class
-definitions; one .npy per kind with an id parquet in the same row order."""
+definitions; one .npy per kind with an id parquet in the same row order.
+
+Images come through selectbench.images, so the same code embeds the embedded profile's arrays and
+the full profile's ImageNet files. Pool rows from LAION keep LAION's released CLIP embeddings (the
+embedder must be the model that made them: the dimensions are checked); other rows are embedded."""
 import argparse
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 
 from selectbench import embedder
-from selectbench.common import atomic_save_npy, get, load_params, stage_main, write_json
-from selectbench.data import load_split
+from selectbench.common import UserError, atomic_save_npy, get, load_params, stage_main, write_json
+from selectbench.images import LazyImages, Subset, open_images
 
 
 def _save(out: Path, kind: str, emb: np.ndarray, ids: list[str]) -> None:
     atomic_save_npy(out / f"{kind}.npy", emb.astype(np.float16))
     pd.DataFrame({"sample_id": ids}).to_parquet(out / f"{kind}.ids.parquet", index=False, compression="zstd")
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def pool_embeddings(emb: embedder.Embedder, meta: pd.DataFrame, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image, caption) embeddings of every pool row."""
+    images = open_images("pool")
+    laion = images.parts.get("laion") if isinstance(images, LazyImages) else None
+    given = (meta["origin"] == "laion").to_numpy() if laion is not None else np.zeros(len(meta), bool)
+    img = np.empty((len(meta), emb.dim), dtype=np.float32)
+    txt = np.empty((len(meta), emb.dim), dtype=np.float32)
+    if given.any():
+        rows = meta["origin_row"].to_numpy()[given]
+        for kind, out in (("img", img), ("text", txt)):
+            if laion.dims.get(kind) != emb.dim:
+                raise UserError(f"LAION {kind} embeddings have dim {laion.dims.get(kind)}, the embedder {emb.dim}: "
+                                "set embedder.pretrained to the CLIP model that made them")
+            out[given] = _normalised(laion.embeddings(kind, rows))
+    rest = np.flatnonzero(~given)
+    if len(rest):
+        img[rest] = emb.encode_images(Subset(images, rest), batch, desc="embed pool images")
+        txt[rest] = emb.encode_texts(meta["caption"].to_numpy()[rest].tolist(), batch, desc="embed pool captions")
+    return img, txt
 
 
 @stage_main
@@ -29,14 +60,15 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     emb = embedder.load("models/embedder")
     for split in ("train", "test"):
-        d = load_split(f"data/raw/{split}.npz")
-        e = emb.encode_images(d["images"], batch, desc=f"embed {split} images")
+        e = emb.encode_images(open_images(split), batch, desc=f"embed {split} images")
         _save(out, f"{split}_img", e, [f"fmnist_{split}:{i}" for i in range(len(e))])
-    images = np.load("data/pool/images.npy", mmap_mode="r")
-    meta = pd.read_parquet("data/pool/meta.parquet", columns=["sample_id", "caption"])
+    cols = [c for c in ("sample_id", "caption", "origin", "origin_row")
+            if c in pq.ParquetFile("data/pool/meta.parquet").schema_arrow.names]
+    meta = pd.read_parquet("data/pool/meta.parquet", columns=cols)
+    img, txt = pool_embeddings(emb, meta, batch)
     ids = meta["sample_id"].tolist()
-    _save(out, "pool_img", emb.encode_images(images, batch, desc="embed pool images"), ids)
-    _save(out, "pool_txt", emb.encode_texts(meta["caption"].tolist(), batch, desc="embed pool captions"), ids)
+    _save(out, "pool_img", img, ids)
+    _save(out, "pool_txt", txt, ids)
     with open("data/meta/classes.yaml") as f:
         classes = yaml.safe_load(f)["classes"]
     _save(out, "class_txt", emb.encode_texts([c["definition"] for c in classes], batch),

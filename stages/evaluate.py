@@ -15,6 +15,7 @@ from selectbench import evaluation as E
 from selectbench import metrics as M
 from selectbench.common import gather, get, load_params, read_index, read_json, stage_main, write_json
 from selectbench.data import load_split
+from selectbench.images import open_images
 from selectbench.training import load_model, predict
 
 
@@ -31,7 +32,7 @@ def save_samples(shift: str, index, seed: int, n: int = 8) -> None:
     take = np.sort(rng.choice(len(index), size=min(n, len(index)), replace=False)) if len(index) else np.empty(0, int)
     sub = index.iloc[take]
     arrays = context.image_arrays(sub, Path(f"data/curated/{shift}"))
-    imgs = gather(sub, {s: (lambda r, a=a: a[r]) for s, a in arrays.items()}, "samples")
+    imgs = gather(sub, {s: (lambda r, a=a: np.asarray(a[r])) for s, a in arrays.items()}, "samples")
     captions = [""] * len(take)
     if (sub["source"] == "pool").any():
         import pandas as pd
@@ -90,7 +91,7 @@ def main(argv=None):
         out["status"] = f"not trained: {args_yaml.get('skipped', 'no model')}"
     else:
         cfg = args_yaml["train"]
-        logits = predict(model, test["images"], cfg)
+        logits = predict(model, open_images("test"), cfg)
         pred = logits.argmax(1)
         out["status"] = "ok"
         out["top1"] = M.topk_accuracy(logits, test["labels"], 1)
@@ -100,13 +101,18 @@ def main(argv=None):
         names = read_json("data/corrupted/summary.json")["corruptions"]
         out["corruption"] = E.corruption_metrics(predict(model, cor["images"], cfg), cor["labels"],
                                                  cor["corruption"], cor["severity"], names)
-        nat = np.load("data/natural/images.npy")
+        nat = open_images("natural")
         import pandas as pd
 
-        nat_labels = pd.read_parquet("data/natural/meta.parquet")["label"].to_numpy()
+        nat_meta = pd.read_parquet("data/natural/meta.parquet")
+        nat_labels = nat_meta["label"].to_numpy()
         nat_pred = predict(model, nat, cfg).argmax(1) if len(nat) else np.empty(0, dtype=np.int64)
         out["natural"] = {"top1": float((nat_pred == nat_labels).mean()) if len(nat) else float("nan"),
                           "images": int(len(nat)), "correct": int((nat_pred == nat_labels).sum())}
+        if "set" in nat_meta:  # full profile: ImageNet-V2 / -R / -A / -Sketch each on its own too
+            out["natural"]["per_set"] = {s: float((nat_pred[m] == nat_labels[m]).mean())
+                                         for s, m in ((s, (nat_meta["set"] == s).to_numpy())
+                                                      for s in sorted(nat_meta["set"].unique()))}
         tcfg = get(p, "transfer", dict)
         accs, ns, per_task = [], [], {}
         for task in tcfg["tasks"]:

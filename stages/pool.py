@@ -1,4 +1,7 @@
-"""Stage `pool`: the web-like candidate pool, its simulated crowd labels and the natural-shift set.
+"""Stage `pool`: the candidate pool, its crowd labels and the natural-shift set.
+
+Embedded profile: the simulated web-like pool (selectbench.pool). Full profile: LAION + OpenImages
+and the ImageNet variants (selectbench.full).
 
     python -m stages.pool [--params params.yaml] [--train data/raw/train.npz]
                           [--out data/pool] [--natural-out data/natural]
@@ -8,8 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
-from selectbench.common import get, load_params, stage_main
+import yaml
+
+from selectbench import full
+from selectbench.common import get, load_params, profile, stage_main
 from selectbench.pool import build_pool, load_train
 
 
@@ -23,10 +30,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    cfg = get(params, "pool", dict)
-    train = load_train(args.train)
     t0 = time.perf_counter()
-    stats = build_pool(train, cfg, args.out, args.natural_out)
+    if profile(params) == "full":
+        with open("data/meta/classes.yaml") as f:
+            classes = yaml.safe_load(f)["classes"]
+        stats = full.build_pool(params, classes, Path(args.out), Path(args.natural_out))
+    else:
+        stats = build_pool(load_train(args.train), get(params, "pool", dict), args.out, args.natural_out)
     per_source = ", ".join(f"{k} {v}" for k, v in stats["counts_per_source"].items())
     # Unreadable / too large / blank inputs are skipped, never fatal: say how many and why.
     skipped = "; ".join(f"{src} " + ", ".join(f"{why} {n}" for why, n in reasons.items())

@@ -172,6 +172,8 @@ def main(argv=None):
              R.markdown(util, ucols, best), "",
              "Transfer 95% CIs: " + "; ".join(f"{s}: {R._fmt(v) if v is None else '[' + ', '.join(R._fmt(x) for x in v) + ']'}"
                                             for s, v in util["transfer_ci"].items()), "",
+             *([f"mCE_vs_in covers the {int(util['mCE_corruptions'].iloc[0])} corruptions on which `in` errs at all "
+                "(CE is undefined where its error is 0).", ""] if "mCE_corruptions" in util else []),
              "## Headline findings, checked in this run", ""]
     for f in found:
         verdict = {True: "holds", False: "does not hold", None: "cannot be checked"}[f["holds"]]

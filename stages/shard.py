@@ -1,5 +1,9 @@
-"""shard@<shift>: the curated index -> WebDataset tar shards + sizes.json under data/shards/<shift>."""
+"""shard@<shift>: the curated index -> WebDataset tar shards + sizes.json under data/shards/<shift>.
+
+Pixels are read through selectbench.images (arrays, or the full profile's adapters, decoded in
+chunks); an image that cannot be decoded is left out and counted in summary.json, not trained on."""
 import argparse
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +11,9 @@ import numpy as np
 from selectbench import shards
 from selectbench.common import get, load_params, read_index, stage_main, write_json
 from selectbench.context import image_arrays
+from selectbench.images import LazyImages, take
+
+CHUNK = 256  # images decoded per read; bounds memory whatever the shift's size
 
 
 @stage_main
@@ -25,15 +32,39 @@ def main(argv=None):
     order = np.random.default_rng(seed).permutation(len(index))
     src, rows, labels = index["source"].to_numpy(), index["row"].to_numpy(), index["label"].to_numpy()
     ids, scores = index["sample_id"].to_numpy(), index["score"].to_numpy()
+    failed: Counter = Counter()
+    channels = set()
 
     def samples():
-        for j, i in enumerate(order):
-            meta = {"sample_id": str(ids[i]), "source": str(src[i]), "score": float(scores[i])}
-            yield f"{j:08d}", arrays[src[i]][rows[i]], int(labels[i]), meta
+        j = 0
+        for start in range(0, len(order), CHUNK):
+            chunk = order[start:start + CHUNK]
+            got = {}
+            for s in np.unique(src[chunk]):
+                sel = chunk[src[chunk] == s]
+                imgs, ok = take(arrays[s], rows[sel])
+                got.update({int(i): (im if good else None) for i, im, good in zip(sel, imgs, ok)})
+                if isinstance(arrays[s], LazyImages):
+                    failed.update(arrays[s].failed[int(r)] for r in rows[sel][~ok])
+            for i in chunk:
+                img = got[int(i)]
+                if img is None:
+                    continue
+                channels.add(1 if img.ndim == 2 else img.shape[2])
+                meta = {"sample_id": str(ids[i]), "source": str(src[i]), "score": float(scores[i])}
+                yield f"{j:08d}", img, int(labels[i]), meta
+                j += 1
 
     sizes = shards.write_shards(samples(), f"data/shards/{args.shift}", per_shard, total=len(index))
-    write_json(f"data/shards/{args.shift}/summary.json", {"samples": int(sum(sizes.values())), "shards": len(sizes)})
-    print(f"shard@{args.shift}: {sum(sizes.values())} samples in {len(sizes)} shards")
+    n = int(sum(sizes.values()))
+    if len(channels) > 1:
+        raise SystemExit(f"shard@{args.shift}: images of mixed channel counts {sorted(channels)}")
+    summary = {"samples": n, "shards": len(sizes), "channels": channels.pop() if channels else 1}
+    if failed:
+        summary["undecodable"] = dict(sorted(failed.items()))
+    write_json(f"data/shards/{args.shift}/summary.json", summary)
+    note = f"; {sum(failed.values())} undecodable images left out ({dict(failed)})" if failed else ""
+    print(f"shard@{args.shift}: {n} samples in {len(sizes)} shards{note}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ top-level category folder). Full profile: `vtab_<name>` for the 11 VTAB-1k reade
 selectbench.vtab, read from `transfer.vtab_root/<name>`.
 
 Every task is written as data/tasks/<task>.npz (train_x, train_y, test_x, test_y; images uint8
-grey 28x28) with a class-stratified split drawn from a stream of `transfer.seed` of its own, so
-adding or removing a task never changes another. Emoji and clip-art images are rendered with the
-pool's own code (selectbench.pool) and never include the held-out natural-shift set (its listed
-items, their skin-tone variants, byte-identical files and near-duplicate renders), so natural
-test images never enter fine-tuning. See docs/simulation.md, "Transfer tasks".
+[N, S, S] for `transfer.mode` L or [N, S, S, 3] for RGB, S = `transfer.image_size`) with a
+class-stratified split drawn from a stream of `transfer.seed` of its own, so adding or removing a
+task never changes another. Emoji and clip-art images are rendered with the pool's own code
+(selectbench.pool) and never include the held-out natural-shift set (its listed items, their
+skin-tone variants, byte-identical files and near-duplicate renders), so natural test images never
+enter fine-tuning. See docs/simulation.md, "Transfer tasks".
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from PIL import Image
 from selectbench import pool as P
 from selectbench.common import fail, get, load_params, stage_main, write_json
 
-SIDE = 28
+SIDE = 28  # the local tasks' own size, in grey (see _to_task_images)
 # Clip-art folders that are not a category: "unsorted" holds whatever was never filed.
 CLIPART_NOT_A_CATEGORY = frozenset({"unsorted"})
 LOCAL_TASKS = ("mnist", "digits", "emoji", "clipart")
@@ -39,6 +40,15 @@ def _rng(seed: int, stream: str) -> np.random.Generator:
 
 def _resize(images: np.ndarray, size: int = SIDE) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
+
+
+def _to_task_images(x: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """Grey SIDE x SIDE images at the suite's size and mode (unchanged at SIDE, "L"). RGB is the
+    grey replicated: the pool renders emoji and clip-art in grey at SIDE, and the natural hold-out
+    checks compare those renders."""
+    if size != SIDE:
+        x = _resize(x, size)
+    return np.repeat(x[..., None], 3, axis=-1) if mode == "RGB" else x
 
 
 class _Picker:
@@ -198,6 +208,8 @@ def _read_cfg(p: dict) -> dict:
         "max_per_class": get(p, "transfer.max_per_class", int, lo=2),
         "vtab_root": get(p, "transfer.vtab_root", (str, type(None))),
         "vtab_test_max": get(p, "transfer.vtab_test_max", (int, type(None))),
+        "image_size": get(p, "transfer.image_size", int, lo=8),
+        "mode": get(p, "transfer.mode", str, choices=("L", "RGB")),
     }
     if cfg["max_per_class"] < cfg["min_per_class"]:
         raise fail("transfer.max_per_class", f"{cfg['max_per_class']} is below transfer.min_per_class {cfg['min_per_class']}")
@@ -237,11 +249,13 @@ def build_tasks(p: dict, out: Path) -> dict:
         if n.startswith("vtab_"):
             v = n[len("vtab_"):]
             splits = vtab.open_task(v, Path(cfg["vtab_root"]) / v, seed=cfg["seed"])
-            arrays, info = vtab.to_task_arrays(splits, SIDE, train_max=vtab.VTAB_1K_TRAIN, test_max=cfg["vtab_test_max"],
+            arrays, info = vtab.to_task_arrays(splits, cfg["image_size"], mode=cfg["mode"],
+                                               train_max=vtab.VTAB_1K_TRAIN, test_max=cfg["vtab_test_max"],
                                                seed=cfg["seed"])
             classes = splits.classes
         else:
             x, y, classes, info = load_task(n, cfg)
+            x = _to_task_images(x, cfg["image_size"], cfg["mode"])
             tr, te = vtab.stratified_split(y, cfg["test_fraction"], _rng(cfg["seed"], f"{n}.split"))
             arrays = {"train_x": x[tr], "train_y": y[tr], "test_x": x[te], "test_y": y[te]}
         np.savez(out / f"{n}.npz", **arrays)

@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from selectbench import shards, training
-from selectbench.common import get, load_params, read_json, stage_main, write_json
+from selectbench.common import UserError, fail, get, load_params, read_json, stage_main, write_json
 
 
 def _distributed():
@@ -27,6 +27,15 @@ def _distributed():
     return dist.get_rank(), dist.get_world_size()
 
 
+def _channels(shift: str) -> int:
+    """Image channels of the shards; 1 for shards written before the shard stage recorded it."""
+    path = Path(f"data/shards/{shift}/summary.json")
+    chans = read_json(path).get("channels", 1) if path.exists() else 1
+    if chans not in (1, 3):
+        raise UserError(f"{path}: channels must be 1 or 3, got {chans!r}")
+    return chans
+
+
 @stage_main
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m stages.train")
@@ -36,6 +45,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     p = load_params(args.params)
     cfg = training.check_config(dict(get(p, "train", dict)))
+    # Set here, not in params, so args.yaml and the checkpoint fingerprint record what was trained on.
+    chans = _channels(args.shift)
+    if cfg.setdefault("in_chans", chans) != chans:
+        raise fail("train.in_chans", f"{cfg['in_chans']}, but data/shards/{args.shift} holds {chans}-channel images")
     if cfg["nproc"] > 1 and "RANK" not in os.environ:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={cfg['nproc']}",
                "-m", "stages.train", args.shift, "--params", args.params]

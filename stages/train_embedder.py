@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from selectbench import embedder
-from selectbench.common import get, load_params, seed_everything, stage_main, write_json
+from selectbench.common import get, load_params, record_pretrained, seed_everything, stage_main, write_json
 
 
 @stage_main
@@ -25,6 +25,7 @@ def main(argv=None):
         embedder.load_pretrained(name, weights)  # fail now, not three stages later
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", {"kind": "pretrained", "model": name, "weights": weights})
+        record_pretrained("train_embedder", model=name)
         return
     steps = get(p, "embedder.steps", int, lo=1)
     seed = get(p, "embedder.seed", int)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from selectbench import embedder, generator
-from selectbench.common import fail, get, load_params, stage_main, write_json
+from selectbench.common import fail, get, load_params, record_pretrained, stage_main, write_json
 
 
 @stage_main
@@ -30,6 +30,8 @@ def main(argv=None):
             raise fail("generator.pretrained.model", f"directory not found: {model_dir}")
         out.mkdir(parents=True)
         write_json(out / "config.json", {"kind": "pretrained", "model": model_dir})
+        Path("checkpoints/generator").mkdir(parents=True, exist_ok=True)
+        record_pretrained("train_generator", model=model_dir)
         return
     steps = get(p, "generator.steps", int, lo=1)
     emb = embedder.load("models/embedder")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import struct
 import tarfile
 from collections import Counter
@@ -373,3 +374,68 @@ def write_fashion_mnist(tmp: Path, n_train: int = 6, n_test: int = 4) -> Fashion
         write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", labs)
         out[prefix] = (imgs, labs)
     return FashionMNISTFixture(d, *out["train"], *out["t10k"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Stable Diffusion: tiny random pipelines saved in the diffusers layout (offline)
+
+
+def clip_tokenizer_files(out_dir):
+    """vocab.json + merges.txt equivalent to CLIP's tokenizer, from open_clip's BPE file."""
+    import open_clip
+    from open_clip.tokenizer import bytes_to_unicode
+
+    path = os.path.join(os.path.dirname(open_clip.__file__), "bpe_simple_vocab_16e6.txt.gz")
+    merges = gzip.open(path).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+    byte_tokens = list(bytes_to_unicode().values())
+    vocab = byte_tokens + [t + "</w>" for t in byte_tokens] + ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "vocab.json"), "w") as f:
+        json.dump({tok: i for i, tok in enumerate(vocab)}, f)
+    with open(os.path.join(out_dir, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def tiny_sd_components(tmp, variation: bool):
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=4, attention_head_dim=2)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              steps_offset=1)
+    parts = dict(unet=unet, vae=vae, scheduler=scheduler, safety_checker=None, feature_extractor=None)
+    if variation:
+        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        parts["image_encoder"] = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            image_size=32, patch_size=4)).eval()
+        parts["feature_extractor"] = CLIPImageProcessor(crop_size=32, size=32)
+    else:
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+        clip_tokenizer_files(tmp / "tok")
+        parts["tokenizer"] = CLIPTokenizer.from_pretrained(tmp / "tok", model_max_length=16)
+        parts["text_encoder"] = CLIPTextModel(CLIPTextConfig(
+            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_size=32, intermediate_size=37,
+            num_attention_heads=4, num_hidden_layers=2, vocab_size=49408, max_position_embeddings=16)).eval()
+    return parts
+
+
+def write_tiny_sd(tmp: Path) -> tuple[Path, Path]:
+    """A txt2img/img2img pipeline dir and an image-variation pipeline dir, tiny and random."""
+    from diffusers import StableDiffusionImageVariationPipeline, StableDiffusionPipeline
+
+    tmp = Path(tmp)
+    StableDiffusionPipeline(**tiny_sd_components(tmp, False), requires_safety_checker=False).save_pretrained(tmp / "sd")
+    StableDiffusionImageVariationPipeline(**tiny_sd_components(tmp, True), requires_safety_checker=False) \
+        .save_pretrained(tmp / "sdvar")
+    return tmp / "sd", tmp / "sdvar"

@@ -129,3 +129,19 @@ def test_valid_param_change_reruns_nothing_downstream_of_the_check(proj):
         write(p, proj / "params.yaml")
         with pytest.raises(Exception, match="check_params"):
             repo.reproduce("download")
+
+
+def test_apply_merges_a_profile_keeping_comments(tmp_path):
+    from stages.check_params import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    assert main(["--apply", str(ROOT / "params-full.yaml"), "--params", str(params)]) == 0
+    text = params.read_text()
+    merged = yaml.safe_load(text)
+    full = yaml.safe_load((ROOT / "params-full.yaml").read_text())
+    assert merged["profile"] == "full" and merged["train"]["model"] == full["train"]["model"]
+    assert merged["full"]["laion"]["root"] == full["full"]["laion"]["root"]
+    assert merged["pool"] == yaml.safe_load((ROOT / "params.yaml").read_text())["pool"]  # untouched sections stay
+    assert "# The web-like pool" in text  # comments survive
+    check(merged)

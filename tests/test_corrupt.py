@@ -36,3 +36,16 @@ def test_two_runs_give_identical_arrays_with_any_worker_count(images):
     for c, n in enumerate(names):
         if n in ("impulse_noise", "glass_blur"):
             assert (a[0][a[2] == c] != clean[a[2] == c]).any(), n
+
+
+def test_rgb_images_keep_their_shape_and_are_repeatable():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (5, 32, 40, 3), dtype=np.uint8)  # corrupted as they are: no pad, no grey
+    labels = np.arange(5)
+    # workers=1: each worker process JIT-compiles glass_blur (seconds); worker counts are tested above.
+    a, b = (corrupted_set(rgb, labels, 2, seed=0, workers=1) for _ in range(2))
+    assert a[0].shape == (15 * 5 * 2, 32, 40, 3) and a[0].dtype == np.uint8
+    for x, y in zip(a[:4] + a[5:], b[:4] + b[5:]):
+        np.testing.assert_array_equal(x, y)
+    clean = np.tile(rgb[a[5]], (15 * 5, 1, 1, 1))
+    assert all((a[0][a[2] == c] != clean[a[2] == c]).any() for c in range(15))

@@ -79,7 +79,7 @@ def test_download_stage_writes_npz_and_rejects_bad_params(tmp_path, monkeypatch,
     from stages import download
 
     monkeypatch.chdir(tmp_path)
-    params = {"data": {"source_dir": str(DEBIAN), "url": "http://127.0.0.1:9", "base_reserve": 30000, "seed": 0}}
+    params = {"profile": "embedded", "data": {"source_dir": str(DEBIAN), "url": "http://127.0.0.1:9", "base_reserve": 30000, "seed": 0}}
     Path("params.yaml").write_text(yaml.safe_dump(params))
     download.main([])
     train = data.load_split("data/raw/train.npz")

@@ -64,3 +64,14 @@ def test_flat_table_has_every_scalar_metric_and_keeps_missing_shifts():
     assert t.loc["in", "mCE_vs_in"] == 1.0 and t.loc["in", "status"] == "ok"
     assert not any(c.startswith("corruption.error_table") for c in t.columns)  # matrices stay in the JSON
     assert t.loc["gone", "status"] == "missing" and np.isnan(t.loc["gone", "top5"])
+
+
+def test_mce_skips_corruptions_the_baseline_never_errs_on():
+    base, other = _m(0.9, 0.0, 0.05, 0.04), _m(0.8, 0.0, 0.05, 0.04)
+    base["corruption"]["error_table"] = [[0.0] * 5] + [[0.2] * 5] * 14  # `in` perfect on corruption 0
+    other["corruption"]["error_table"] = [[0.5] * 5] + [[0.4] * 5] * 14
+    util = R.utility_table({"in": base, "other": other}, {"in": {}, "other": {}})
+    assert util.loc["other", "mCE_vs_in"] == 2.0 and util.loc["in", "mCE_vs_in"] == 1.0
+    assert (util["mCE_corruptions"] == 14).all()
+    base["corruption"]["error_table"] = [[0.0] * 5] * 15
+    assert np.isnan(R.utility_table({"in": base, "other": other}, {"in": {}, "other": {}}).loc["other", "mCE_vs_in"])

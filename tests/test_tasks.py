@@ -140,6 +140,33 @@ def test_stage_builds_the_contract_from_local_and_vtab_tasks(tmp_path, clip_root
     assert {f.name: f.read_bytes() for f in out.iterdir()} == first  # deterministic bytes
 
 
+def test_rgb_mode_and_another_size(tmp_path, clip_root):
+    make_dtd(tmp_path / "vtab" / "dtd")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["transfer"].update(tasks=["digits", "clipart", "vtab_dtd"], vtab_root=str(tmp_path / "vtab"),
+                              min_per_class=4, max_per_class=8, image_size=20)
+    params["pool"]["clipart"]["root"] = str(clip_root)
+    out = {}
+    for mode in ("L", "RGB"):
+        params["transfer"]["mode"] = mode
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        T.main(["--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / mode)])
+        out[mode] = {n: dict(np.load(tmp_path / mode / f"{n}.npz")) for n in ("digits", "clipart", "vtab_dtd")}
+    for n in ("digits", "clipart", "vtab_dtd"):
+        grey, rgb = out["L"][n], out["RGB"][n]
+        for split in ("train", "test"):
+            assert grey[f"{split}_x"].shape[1:] == (20, 20) and rgb[f"{split}_x"].shape[1:] == (20, 20, 3)
+            np.testing.assert_array_equal(grey[f"{split}_y"], rgb[f"{split}_y"])  # the same split
+    for n in ("digits", "clipart"):  # local tasks: grey replicated into the three channels
+        np.testing.assert_array_equal(out["RGB"][n]["train_x"], np.repeat(out["L"][n]["train_x"][..., None], 3, axis=3))
+
+
+def test_default_size_and_mode_leave_local_images_as_made():
+    x = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    assert T._to_task_images(x, 28, "L") is x
+    assert T._to_task_images(x, 40, "RGB").shape == (3, 40, 40, 3)
+
+
 def test_adding_a_task_leaves_the_others_unchanged(tmp_path):
     out1, out2 = tmp_path / "a", tmp_path / "b"
     T.main(["--params", str(_params(tmp_path, tasks=["digits"])), "--out", str(out1)])
@@ -155,6 +182,9 @@ def test_adding_a_task_leaves_the_others_unchanged(tmp_path):
     ({"tasks": ["vtab_dtd"], "vtab_root": "/no/such/dir"}, "transfer.vtab_root"),
     ({"tasks": ["digits"], "min_per_class": 10, "max_per_class": 5}, "transfer.max_per_class"),
     ({"tasks": ["digits"], "vtab_test_max": 0}, "transfer.vtab_test_max"),
+    ({"tasks": ["digits"], "image_size": 4}, "transfer.image_size"),
+    ({"tasks": ["digits"], "image_size": 32.0}, "transfer.image_size"),
+    ({"tasks": ["digits"], "mode": "CMYK"}, "transfer.mode"),
 ])
 def test_param_errors_are_one_line(tmp_path, capsys, transfer, key):
     with pytest.raises(SystemExit) as e:

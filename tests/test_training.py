@@ -228,3 +228,112 @@ def test_empty_shift_is_skipped_explicitly_and_reported(tmp_path, monkeypatch, c
     util = report.utility_table(mets, {"in": {}, "empty": {}})
     assert util.loc["empty", "status"].startswith("not trained") and np.isnan(util.loc["empty", "top1"])
     assert util.loc["in", "status"] == "missing"
+
+
+def make_rgb_shards(d: Path, n=48, classes=4, per_shard=16, size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    # Class-dependent hue: the label is in the colour, not the brightness.
+    imgs = (rng.random((n, size, size, 3)) * 60).astype(np.uint8)
+    imgs[np.arange(n), :, :, labels % 3] += 150
+    sizes = shards.write_shards(((f"{i:06d}", imgs[i], int(labels[i]), {"i": i}) for i in range(n)), d, per_shard)
+    return imgs, labels, sizes
+
+
+class LazyImages:
+    """A loader that only hands out slices (no __array__), recording each one's length."""
+
+    def __init__(self, imgs):
+        self.imgs, self.served = imgs, []
+
+    def __len__(self):
+        return len(self.imgs)
+
+    def __getitem__(self, s):
+        assert isinstance(s, slice), "predict must read batches, not the whole set"
+        rows = [self.imgs[i] for i in range(*s.indices(len(self)))]
+        self.served.append(len(rows))
+        return rows
+
+
+def test_rgb_shards_are_jpg_deterministic_and_decode_to_rgb(tmp_path):
+    imgs, labels, sizes = make_rgb_shards(tmp_path / "a", n=8, per_shard=5)
+    make_rgb_shards(tmp_path / "b", n=8, per_shard=5)
+    assert sizes == {"shard-000000.tar": 5, "shard-000001.tar": 3}
+    for name in sizes:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    urls, _ = shards.shard_urls(tmp_path / "a")
+    assert {name.rsplit(".", 1)[1] for name, _ in shards._tar_members(urls[0])} == {"jpg", "cls", "json"}
+    got = list(shards.iter_samples(urls))
+    assert [c for _, _, c in got] == labels.tolist()
+    rgb = shards.decode_image(got[0][1], "RGB")
+    assert rgb.shape == (40, 40, 3) and rgb.dtype == np.uint8
+    # Lossy (chroma subsampled, noisy pixels), but each channel's level and the order survive.
+    assert np.abs(rgb.mean((0, 1)) - imgs[0].mean((0, 1))).max() < 2
+    assert shards.decode_image(got[0][1], "L").shape == (40, 40)
+    for bad in (np.zeros((40, 40, 4), np.uint8), np.zeros((40, 40, 3), np.float32), np.zeros((2, 40, 40, 3), np.uint8)):
+        with pytest.raises(ValueError, match=r"shape \(" + ", ".join(map(str, bad.shape))):
+            shards.write_shards([("000000", bad, 0, {})], tmp_path / "bad", 4)
+
+
+def test_check_config_in_chans_is_optional_and_1_or_3():
+    assert "in_chans" not in training.check_config(dict(CFG))
+    assert training.check_config({**CFG, "in_chans": 3})["in_chans"] == 3
+    for bad in (2, 0, True, 3.0, "rgb"):
+        with pytest.raises(UserError, match="train.in_chans"):
+            training.check_config({**CFG, "in_chans": bad})
+
+
+def test_model_input_channel_conversion():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (3, 20, 20, 3), dtype=np.uint8)
+    grey = rng.integers(0, 256, (3, 20, 20), dtype=np.uint8)
+    # grey -> RGB model: the three channels are the grey image, normalised per channel
+    x = training.model_input(grey, 20, 3, antialias=True)
+    mean, std = training.norm_stats(3)
+    assert x.shape == (3, 3, 20, 20)
+    for c in range(3):
+        np.testing.assert_allclose(x[:, c].numpy() * std[c] + mean[c], grey / 255, atol=1e-6)
+    # RGB -> grey model: ITU-R 601 luma, as PIL's convert("L") up to its integer rounding
+    luma = np.stack([np.asarray(Image.fromarray(im).convert("L")) for im in rgb])
+    x = training.model_input(rgb, 20, 1, antialias=True)
+    np.testing.assert_allclose(x[:, 0].numpy() * training.STD[0] + training.MEAN[0], luma / 255, atol=1.01 / 255)
+
+
+def test_rgb_training_run_loads_and_predicts(tmp_path, monkeypatch, capsys):
+    """The train stage picks the channel count from the shard summary, records it in args.yaml,
+    and load_model + predict serve RGB arrays, lazy loaders and grey batches."""
+    import yaml
+
+    from stages import train as train_stage
+
+    monkeypatch.chdir(tmp_path)
+    imgs, labels, _ = make_rgb_shards(Path("data/shards/rgb"))
+    Path("data/shards/rgb/summary.json").write_text('{"samples": 48, "shards": 3, "channels": 3}')
+    Path("data/curated/rgb").mkdir(parents=True)
+    counts = np.bincount(labels, minlength=4).tolist()
+    Path("data/curated/rgb/stats.json").write_text(f'{{"count_per_class": {counts}}}')
+    Path("params.yaml").write_text(yaml.safe_dump({"train": {**CFG, "steps": 3, "ckpt_every": 0}}))
+    train_stage.main(["rgb"])
+    assert "train@rgb: 3 steps" in capsys.readouterr().out
+    model, args = training.load_model("models/rgb")
+    assert args["train"]["in_chans"] == 3
+    stem = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert stem.in_channels == 3
+    cfg = args["train"]
+    want = training.predict(model, imgs, cfg, batch=20)
+    assert want.shape == (48, 4) and np.all(np.isfinite(want))
+    lazy = LazyImages(imgs)
+    np.testing.assert_array_equal(training.predict(model, lazy, cfg, batch=20), want)
+    assert lazy.served == [20, 20, 8]
+    grey = imgs[:5, :, :, 0]
+    as_rgb = np.repeat(grey[..., None], 3, -1)
+    np.testing.assert_allclose(training.predict(model, grey, cfg), training.predict(model, as_rgb, cfg),
+                               rtol=1e-5, atol=1e-6)
+    # A params value that contradicts the shards is refused, naming the key.
+    Path("params.yaml").write_text(yaml.safe_dump({"train": {**CFG, "in_chans": 1}}))
+    with pytest.raises(SystemExit):
+        train_stage.main(["rgb"])
+    assert "train.in_chans: 1, but data/shards/rgb holds 3-channel images" in capsys.readouterr().err

@@ -346,3 +346,15 @@ def test_to_task_arrays_grey_size_and_caps(tmp_path):
     assert info["decode_errors"] == {"train": {}, "test": {}}
     again, _ = vtab.to_task_arrays(s, 28, train_max=6, test_max=None, seed=0)
     assert all(np.array_equal(arrays[k], again[k]) for k in arrays)
+
+
+def test_to_task_arrays_rgb_mode_at_another_size(tmp_path):
+    make_cifar(tmp_path)
+    s = vtab.cifar100(tmp_path)
+    grey, _ = vtab.to_task_arrays(s, 20, train_max=None, test_max=2, seed=0)
+    rgb, info = vtab.to_task_arrays(s, 20, mode="RGB", train_max=None, test_max=2, seed=0)
+    assert grey["train_x"].shape == (6, 20, 20) and rgb["train_x"].shape == (6, 20, 20, 3)
+    assert rgb["test_x"].shape == (2, 20, 20, 3) and rgb["train_x"].dtype == np.uint8
+    assert all(np.array_equal(grey[k], rgb[k]) for k in ("train_y", "test_y"))
+    assert (rgb["train_x"][0] == (255, 0, 0)).all()  # image 0 is pure red: colour is kept
+    assert info["decode_errors"] == {"train": {}, "test": {}}

@@ -1,0 +1,172 @@
+"""A tiny full-profile world: ImageNet, LAION, OpenImages, ImageNet-V2/-Sketch and VTAB folders in
+their real layouts, a tiny open_clip model and a tiny Stable Diffusion, all written offline.
+
+Images are class-coloured RGB pictures, so even a few training steps can tell classes apart.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image, ImageDraw
+
+from selectbench.sources import to_array
+from tests.fixtures import WNIDS, write_tiny_sd
+
+CLASSES = [
+    {"wnid": WNIDS[0], "name": "tench", "synonyms": ["tench", "tinca"], "definition": "tench, which is a freshwater fish"},
+    {"wnid": WNIDS[1], "name": "goldfish", "synonyms": ["goldfish"], "definition": "goldfish, which is a small golden carp"},
+    {"wnid": WNIDS[2], "name": "shark", "synonyms": ["shark", "white shark"], "definition": "shark, which is a large predatory fish"},
+    {"wnid": WNIDS[3], "name": "tiger shark", "synonyms": ["tiger shark"], "definition": "tiger shark, which is a striped shark"},
+]  # fmt: skip
+COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
+# One-line CLIP config in open_clip's model_configs format: a timm test_resnet tower keeps it tiny.
+CLIP_CONFIG = {"embed_dim": 16,
+               "vision_cfg": {"timm_model_name": "test_resnet", "timm_pool": "avg", "timm_proj": "linear", "image_size": 32},
+               "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 1}}
+
+
+@dataclass
+class World:
+    root: Path
+    overrides: dict  # params.yaml values for the full profile over this world
+    classes: list[dict]
+    laion_rows: int
+    oi_images: int
+
+
+def picture(c: int, i: int, w: int = 48, h: int = 40, grey: bool = False) -> Image.Image:
+    rng = np.random.default_rng(1000 * c + i)
+    base = np.array(COLOURS[c], dtype=np.float32)
+    a = np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(a)
+    d = ImageDraw.Draw(img)
+    x, y = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
+    d.ellipse((x, y, x + w // 3, y + h // 3), fill=tuple(255 - v for v in COLOURS[c]))
+    return img.convert("L") if grey else img
+
+
+def _jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _save(path: Path, img: Image.Image) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_jpeg(img))
+
+
+def _tar_add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tf.addfile(info, io.BytesIO(data))
+
+
+def write_clip(root: Path) -> tuple[Path, Path]:
+    """(config json, safetensors weights) of a tiny random CLIP."""
+    import torch
+    from safetensors.torch import save_file
+
+    from selectbench.embedder import build
+
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = root / "tiny-clip.json"
+    cfg.write_text(json.dumps(CLIP_CONFIG))
+    torch.manual_seed(0)
+    model = build(CLIP_CONFIG)
+    weights = root / "tiny-clip.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    return cfg, weights
+
+
+def write_laion(root: Path, embedder, parts: int = 2, rows: int = 30) -> int:
+    """LAION-400M layout whose embeddings are the tiny CLIP's own (as LAION's are ViT-B/32's)."""
+    for d in ("metadata", "img_emb", "text_emb", "shards"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    fillers = ["a sunset over the sea", "my holiday photos", "product image 1024px"]
+    for p in range(parts):
+        keys, caps, imgs = [], [], []
+        for i in range(rows):
+            c = (p * rows + i) % 4
+            k = f"{p:05d}{i:04d}"
+            cap = f"a photo of a {CLASSES[c]['name']}" if i % 3 else fillers[i % len(fillers)]
+            keys.append(k)
+            caps.append(cap)
+            imgs.append(picture(c, 500 + p * rows + i))
+        pd.DataFrame({"key": keys, "caption": caps, "url": [f"https://example.org/{k}.jpg" for k in keys]}) \
+            .to_parquet(root / "metadata" / f"metadata_{p}.parquet", index=False)
+        arr = np.stack([to_array(im, 32, "RGB") for im in imgs])
+        np.save(root / "img_emb" / f"img_emb_{p}.npy", embedder.encode_images(arr).astype(np.float16))
+        np.save(root / "text_emb" / f"text_emb_{p}.npy", embedder.encode_texts(caps).astype(np.float16))
+        with tarfile.open(root / "shards" / f"{p:05d}.tar", "w") as tf:
+            for k, cap, im in zip(keys, caps, imgs):
+                _tar_add(tf, f"{k}.jpg", _jpeg(im))
+                _tar_add(tf, f"{k}.txt", cap.encode())
+    return parts * rows
+
+
+def write_openimages(root: Path) -> int:
+    """Labels CSV + descriptions + mapping (class 3 unmapped) + <ImageID>.jpg images."""
+    labels = {"/m/aa": 0, "/m/bb": 1, "/m/cc": 2}
+    rows = []
+    n = 0
+    for c, lab in enumerate(labels):
+        for i in range(5):
+            iid = f"{c:04x}{i:012x}"
+            _save(root / "images" / f"{iid}.jpg", picture(c, 900 + i))
+            rows.append((iid, "verification", lab, 1 if i < 4 else 0))
+            n += 1
+    pd.DataFrame(rows, columns=["ImageID", "Source", "LabelName", "Confidence"]).to_csv(root / "labels.csv", index=False)
+    pd.DataFrame([(k, k.strip("/m")) for k in [*labels, "/m/zz"]], columns=["LabelName", "DisplayName"]) \
+        .to_csv(root / "descriptions.csv", index=False)
+    (root / "mapping.json").write_text(json.dumps(labels))
+    return n - 3  # the Confidence-0 rows are verified negatives: their images carry no mapped label
+
+
+def write_world(tmp: Path) -> World:
+    from selectbench import embedder as E
+
+    root = Path(tmp)
+    for split, n, off in (("train", 16, 0), ("val", 6, 100)):
+        for c, cls in enumerate(CLASSES):
+            for i in range(n):
+                _save(root / "imagenet" / split / cls["wnid"] / f"{cls['wnid']}_{i}.JPEG", picture(c, off + i))
+    for c in range(4):  # ImageNet-V2: numeric class folders; -Sketch: grey drawings
+        for i in range(3):
+            _save(root / "imagenetv2" / "imagenetv2-matched-frequency-format-val" / str(c) / f"{i}.jpeg", picture(c, 200 + i))
+            _save(root / "sketch" / "sketch" / CLASSES[c]["wnid"] / f"{i}.JPEG", picture(c, 300 + i, grey=True))
+    for c, name in enumerate(("AnnualCrop", "Forest")):  # VTAB EuroSAT layout: 2750/<Class>/*.jpg
+        for i in range(12):
+            _save(root / "vtab" / "eurosat" / "2750" / name / f"{name}_{i + 1}.jpg", picture(c + 2, 400 + i))
+    cfg, weights = write_clip(root / "clip")
+    laion_rows = write_laion(root / "laion", E.load_pretrained(str(cfg), str(weights)))
+    oi = write_openimages(root / "openimages")
+    sd, _ = write_tiny_sd(root / "sd")
+    overrides = {
+        "profile": "full",
+        "full": {"image_size": 32, "decode_workers": 2,
+                 "imagenet": {"train": str(root / "imagenet/train"), "val": str(root / "imagenet/val")},
+                 "natural": {"imagenet_v2": str(root / "imagenetv2"), "imagenet_r": None, "imagenet_a": None,
+                             "imagenet_sketch": str(root / "sketch")},
+                 "laion": {"root": str(root / "laion"), "shards": None},
+                 "openimages": {"labels_csv": str(root / "openimages/labels.csv"),
+                                "descriptions_csv": str(root / "openimages/descriptions.csv"),
+                                "mapping_json": str(root / "openimages/mapping.json"),
+                                "images_dir": str(root / "openimages/images")}},
+        "embedder": {"kind": "pretrained", "pretrained": {"model": str(cfg), "weights": str(weights)}},
+        "generator": {"kind": "pretrained", "pretrained": {"model": str(sd)}},
+        "transfer": {"tasks": ["vtab_eurosat"], "vtab_root": str(root / "vtab"), "image_size": 32, "mode": "RGB",
+                     "vtab_test_max": None},
+    }
+    return World(root, overrides, CLASSES, laion_rows, oi)
+
+
+def write_classes(path: Path) -> None:
+    path.write_text(yaml.safe_dump({"classes": CLASSES}, sort_keys=False))
