@@ -31,6 +31,7 @@ class Context:
     params: dict
     root: Path = Path(".")
     tmp_dir: Path = Path("data/tmp")
+    _emb: dict = field(default_factory=dict, init=False, repr=False)
 
     @cached_property
     def classes(self) -> list[dict]:
@@ -67,10 +68,15 @@ class Context:
         return np.flatnonzero((meta["origin"] != "openimages").to_numpy())
 
     def emb(self, kind: str) -> np.ndarray:
-        path = self.root / f"data/embeddings/{kind}.npy"
-        if not path.exists():
-            raise UserError(f"{path}: missing (run the embed stage first)")
-        return np.load(path).astype(np.float32)
+        """float32 embeddings, loaded once per kind (read-only: callers index, never mutate)."""
+        cache = self._emb
+        if kind not in cache:
+            path = self.root / f"data/embeddings/{kind}.npy"
+            if not path.exists():
+                raise UserError(f"{path}: missing (run the embed stage first)")
+            cache[kind] = np.load(path).astype(np.float32)
+            cache[kind].setflags(write=False)
+        return cache[kind]
 
     @cached_property
     def embedder(self):

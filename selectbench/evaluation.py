@@ -26,6 +26,24 @@ def corruption_metrics(logits: np.ndarray, labels: np.ndarray, cidx: np.ndarray,
             "error_table": (1 - table).tolist()}
 
 
+# --- natural distribution shift ------------------------------------------------------------------
+# ImageNet-R and -A hold 200 of the 1,000 classes; their published protocol scores a 1000-way model
+# on those 200 logits only (Hendrycks et al.), else errors into absent classes would be counted.
+SUBSET_SETS = frozenset({"imagenet_r", "imagenet_a"})
+
+
+def natural_predictions(logits: np.ndarray, labels: np.ndarray, sets: np.ndarray | None) -> np.ndarray:
+    """argmax per image; for a SUBSET_SETS image, over the classes present in its set only."""
+    pred = logits.argmax(1) if len(logits) else np.empty(0, dtype=np.int64)
+    if sets is None:
+        return pred
+    for name in SUBSET_SETS & set(np.unique(sets)):
+        m = sets == name
+        present = np.unique(labels[m])
+        pred[m] = present[logits[np.ix_(m, present)].argmax(1)]
+    return pred
+
+
 # --- transfer (VTAB-inspired) ----------------------------------------------------------------
 def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
              test_y: np.ndarray, num_classes: int, cfg: dict, train_cfg: dict, seed: int) -> float:

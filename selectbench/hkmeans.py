@@ -203,8 +203,9 @@ class _Assigner:
     incremental Lloyd iterations need. ``gpu=True`` uses faiss GPU indexes.
     """
 
-    def __init__(self, dim: int, chunk: int, gpu: bool, pool: ThreadPoolExecutor | None = None):
+    def __init__(self, dim: int, chunk: int, gpu: bool, pool: ThreadPoolExecutor | None = None, workers: int = 1):
         self.dim = dim
+        self.workers = workers
         self.block = max(1, min(chunk, _ASSIGN_BLOCK))
         self.chunk = chunk
         self.pool = pool
@@ -271,8 +272,8 @@ class _Assigner:
         if self.pool is None or len(starts) < 2:
             run(starts)
         else:
-            workers = self.pool._max_workers
-            list(self.pool.map(run, [starts[i::workers] for i in range(workers)]))
+            w = self.workers
+            list(self.pool.map(run, [starts[i::w] for i in range(w)]))
         return labels, part
 
 
@@ -611,17 +612,17 @@ def _fit(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sample, 
     workers = 1 if gpu else _blas_threads()
     if workers < 2:
         return _fit_body(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sample, init_trials, seed,
-                         chunk, gpu, progress, None)
+                         chunk, gpu, progress, None, 1)
     with ThreadPoolExecutor(workers) as pool, threadpool_limits(limits=1, user_api="blas"):
         return _fit_body(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sample, init_trials, seed,
-                         chunk, gpu, progress, pool)
+                         chunk, gpu, progress, pool, workers)
 
 
 def _fit_body(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sample, init_trials, seed, chunk, gpu,
-              progress, pool) -> Tree:
+              progress, pool, workers) -> Tree:
     rng = np.random.default_rng(seed)
     xc, mean = _centred_float32(x, chunk)
-    assign = _Assigner(xc.shape[1], chunk, gpu, pool)
+    assign = _Assigner(xc.shape[1], chunk, gpu, pool, workers)
 
     assignments: list[np.ndarray] = []
     centroids_out: list[np.ndarray] = []

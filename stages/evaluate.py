@@ -106,7 +106,8 @@ def main(argv=None):
 
         nat_meta = pd.read_parquet("data/natural/meta.parquet")
         nat_labels = nat_meta["label"].to_numpy()
-        nat_pred = predict(model, nat, cfg).argmax(1) if len(nat) else np.empty(0, dtype=np.int64)
+        nat_pred = E.natural_predictions(predict(model, nat, cfg), nat_labels,
+                                         nat_meta["set"].to_numpy() if "set" in nat_meta else None)
         out["natural"] = {"top1": float((nat_pred == nat_labels).mean()) if len(nat) else float("nan"),
                           "images": int(len(nat)), "correct": int((nat_pred == nat_labels).sum())}
         if "set" in nat_meta:  # full profile: ImageNet-V2 / -R / -A / -Sketch each on its own too

@@ -1,4 +1,4 @@
-"""A tiny full-profile world: ImageNet, LAION, OpenImages, ImageNet-V2/-Sketch and VTAB folders in
+"""A tiny full-profile world: ImageNet, LAION, OpenImages, ImageNet-V2/-R/-Sketch and VTAB folders in
 their real layouts, a tiny open_clip model and a tiny Stable Diffusion, all written offline.
 
 Images are class-coloured RGB pictures, so even a few training steps can tell classes apart.
@@ -142,6 +142,9 @@ def write_world(tmp: Path) -> World:
         for i in range(3):
             _save(root / "imagenetv2" / "imagenetv2-matched-frequency-format-val" / str(c) / f"{i}.jpeg", picture(c, 200 + i))
             _save(root / "sketch" / "sketch" / CLASSES[c]["wnid"] / f"{i}.JPEG", picture(c, 300 + i, grey=True))
+    for c in (1, 2):  # ImageNet-R: a subset of the classes (200 of 1,000 in the real set)
+        for i in range(2):
+            _save(root / "imagenet-r" / "imagenet-r" / CLASSES[c]["wnid"] / f"art_{i}.jpg", picture(c, 350 + i))
     for c, name in enumerate(("AnnualCrop", "Forest")):  # VTAB EuroSAT layout: 2750/<Class>/*.jpg
         for i in range(12):
             _save(root / "vtab" / "eurosat" / "2750" / name / f"{name}_{i + 1}.jpg", picture(c + 2, 400 + i))
@@ -153,7 +156,7 @@ def write_world(tmp: Path) -> World:
         "profile": "full",
         "full": {"image_size": 32, "decode_workers": 2,
                  "imagenet": {"train": str(root / "imagenet/train"), "val": str(root / "imagenet/val")},
-                 "natural": {"imagenet_v2": str(root / "imagenetv2"), "imagenet_r": None, "imagenet_a": None,
+                 "natural": {"imagenet_v2": str(root / "imagenetv2"), "imagenet_r": str(root / "imagenet-r"), "imagenet_a": None,
                              "imagenet_sketch": str(root / "sketch")},
                  "laion": {"root": str(root / "laion"), "shards": None},
                  "openimages": {"labels_csv": str(root / "openimages/labels.csv"),

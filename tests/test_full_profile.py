@@ -1,5 +1,5 @@
 """The full profile end to end: `dvc repro` over ImageNet / LAION / OpenImages / ImageNet-V2 /
--Sketch / VTAB fixtures in their real layouts, a pretrained (tiny) CLIP and Stable Diffusion.
+-R / -Sketch / VTAB fixtures in their real layouts, a pretrained (tiny) CLIP and Stable Diffusion.
 
 Same stages and code as the embedded default; the pixels stay in the adapters' files."""
 import json
@@ -85,8 +85,8 @@ def test_models_are_rgb_and_every_metric_is_computed(project):
         assert args["train"]["in_chans"] == 3
         m = json.loads((d / f"reports/metrics/{shift}.json").read_text())
         assert m["status"] == "ok" and 0 <= m["top1"] <= 1
-        assert set(m["natural"]["per_set"]) == {"imagenet_v2", "imagenet_sketch"}
-        assert m["natural"]["images"] == 24
+        assert set(m["natural"]["per_set"]) == {"imagenet_v2", "imagenet_r", "imagenet_sketch"}
+        assert m["natural"]["images"] == 12 + 4 + 12
         assert set(m["transfer"]["tasks"]) == {"vtab_eurosat"}
         assert np.isfinite(m["corruption"]["mean_top1"])
     gen = np.load(d / "data/curated/sd_img2img/images.npy")

@@ -1,0 +1,17 @@
+"""selectbench.evaluation: the natural-shift scoring protocol (known answers)."""
+import numpy as np
+
+from selectbench.evaluation import natural_predictions
+
+
+def test_imagenet_r_and_a_are_scored_on_their_own_classes_only():
+    # 4 classes; the -R images only cover classes 1 and 2, the -V2 image covers all.
+    logits = np.array([[9.0, 1.0, 2.0, 0.0],   # -R, label 2: class 0 (absent from -R) wins overall
+                       [0.0, 3.0, 1.0, 8.0],   # -R, label 1: class 3 (absent) wins overall
+                       [9.0, 1.0, 2.0, 0.0]])  # -V2, label 2: all classes count
+    labels = np.array([2, 1, 2])
+    sets = np.array(["imagenet_r", "imagenet_r", "imagenet_v2"])
+    assert natural_predictions(logits, labels, sets).tolist() == [2, 1, 0]
+    assert natural_predictions(logits, labels, None).tolist() == [0, 3, 0]
+    assert natural_predictions(logits, labels, np.array(["imagenet_sketch"] * 3)).tolist() == [0, 3, 0]
+    assert natural_predictions(np.empty((0, 0)), np.empty(0, int), None).shape == (0,)
