@@ -117,6 +117,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def compute_device(local_rank: int = 0):
+    """cuda:<local_rank> where a GPU is visible, else cpu (`CUDA_VISIBLE_DEVICES=` forces cpu).
+    The embedded profile's committed hashes come from cpu runs."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
 def profile(params: dict) -> str:
     """`embedded` (the default, also when the key is absent) or `full`."""
     v = params.get("profile", "embedded")

@@ -55,6 +55,12 @@ class Context:
         return open_images("train", self.root)
 
     @cached_property
+    def base_name(self) -> str:
+        from .images import base_name
+
+        return base_name(self.root)
+
+    @cached_property
     def pool_meta(self) -> pd.DataFrame:
         return pd.read_parquet(self.root / "data/pool/meta.parquet")
 

@@ -21,9 +21,9 @@ def _cap(cfg: dict, key: str) -> int | None:
     return v
 
 
-def _index(source: str, rows, labels, scores) -> pd.DataFrame:
+def _index(ctx: Context, source: str, rows, labels, scores) -> pd.DataFrame:
     rows = np.asarray(rows, dtype=np.int64)
-    prefix = {"train": "fmnist_train", "pool": "pool", "generated": "gen"}[source]
+    prefix = {"train": f"{ctx.base_name}_train", "pool": "pool", "generated": "gen"}[source]
     return make_index([f"{prefix}:{r}" for r in rows], [source] * len(rows), labels, scores, row=rows)
 
 
@@ -33,7 +33,7 @@ def curate_balanced(ctx: Context, cfg: dict, key: str) -> Curated:
     base = ctx.base_rows
     rel = S.balanced_subset(ctx.train["labels"][base], per_class, rng, ctx.num_classes)
     rows = base[rel]
-    return Curated(_index("train", rows, ctx.train["labels"][rows], np.ones(len(rows))))
+    return Curated(_index(ctx, "train", rows, ctx.train["labels"][rows], np.ones(len(rows))))
 
 
 def _queries(ctx: Context, cfg: dict, key: str) -> np.ndarray:
@@ -54,7 +54,7 @@ def curate_img2img(ctx: Context, cfg: dict, key: str) -> Curated:
                                          ctx.emb("pool_img")[web], k, dedup, ctx.num_classes)
     rows = web[rel]
     keep = S.cap_per_class(labels, scores, _cap(cfg, key))
-    return Curated(_index("pool", rows[keep], labels[keep], scores[keep]),
+    return Curated(_index(ctx, "pool", rows[keep], labels[keep], scores[keep]),
                    stats={"queries": int(len(q)), "k": k, "dedup": dedup})
 
 
@@ -67,7 +67,7 @@ def curate_txt2img(ctx: Context, cfg: dict, key: str) -> Curated:
     mentions = _mentions(ctx)
     rows, labels, scores = S.text_filter(mentions, ctx.emb("pool_txt"), ctx.emb("class_txt"), thr)
     keep = S.cap_per_class(labels, scores, _cap(cfg, key))
-    return Curated(_index("pool", rows[keep], labels[keep], scores[keep]),
+    return Curated(_index(ctx, "pool", rows[keep], labels[keep], scores[keep]),
                    stats={"clip_threshold": thr, "single_class_captions": int((mentions.sum(1) == 1).sum())})
 
 
@@ -75,7 +75,7 @@ def curate_substring(ctx: Context, cfg: dict, key: str) -> Curated:
     rows, labels = S.single_mention(_mentions(ctx))
     scores = np.ones(len(rows), dtype=np.float32)
     keep = S.cap_per_class(labels, scores, _cap(cfg, key))
-    return Curated(_index("pool", rows[keep], labels[keep], scores[keep]))
+    return Curated(_index(ctx, "pool", rows[keep], labels[keep], scores[keep]))
 
 
 def curate_schema_map(ctx: Context, cfg: dict, key: str) -> Curated:
@@ -96,7 +96,7 @@ def curate_schema_map(ctx: Context, cfg: dict, key: str) -> Curated:
         raise UserError(f"crowd labels name {int((~found).sum())} images that are not in the pool")
     rows = lookup.loc[image_ids].to_numpy()
     order = np.lexsort((df["label"].to_numpy(), rows))
-    idx = _index("pool", rows[order], df["label"].to_numpy()[order], df["score"].to_numpy()[order])
+    idx = _index(ctx, "pool", rows[order], df["label"].to_numpy()[order], df["score"].to_numpy()[order])
     idx["oi_label"] = df["oi_label"].to_numpy()[order]
     return Curated(idx, stats={"unmapped_classes": oi.unmapped_classes(ctx.num_classes)})
 
@@ -129,7 +129,7 @@ def curate_hkm(ctx: Context, cfg: dict, key: str) -> Curated:
     rows = candidates[_hkm_draw(ctx.params, pool_emb[candidates], n, key)]
     labels, conf = S.knn_vote(pool_emb[rows], ctx.emb("train_img")[base], ctx.train["labels"][base],
                               get(ctx.params, f"{key}.label_k", int, lo=1), ctx.num_classes)
-    return Curated(_index("pool", rows, labels, conf),
+    return Curated(_index(ctx, "pool", rows, labels, conf),
                    stats={"levels": cfg["levels"], "candidates_after_prefilter": int(len(candidates))})
 
 
@@ -172,7 +172,7 @@ def curate_sd_txt2img(ctx: Context, cfg: dict, key: str) -> Curated:
     labels = np.repeat(np.arange(ctx.num_classes), per_class)
     images = _generate(ctx, key, _prompts(ctx, cfg, key, labels))
     rows = np.arange(len(labels))
-    return Curated(_index("generated", rows, labels, np.ones(len(rows))), images=images,
+    return Curated(_index(ctx, "generated", rows, labels, np.ones(len(rows))), images=images,
                    stats={"generated": int(len(rows))})
 
 
@@ -181,8 +181,8 @@ def curate_sd_img2img(ctx: Context, cfg: dict, key: str) -> Curated:
     labels = ctx.train["labels"][q]
     images = _generate(ctx, key, _prompts(ctx, cfg, key, labels), init=np.asarray(ctx.train_images[q]))
     rows = np.arange(len(q))
-    idx = _index("generated", rows, labels, np.ones(len(rows)))
-    idx["condition"] = [f"fmnist_train:{r}" for r in q]
+    idx = _index(ctx, "generated", rows, labels, np.ones(len(rows)))
+    idx["condition"] = [f"{ctx.base_name}_train:{r}" for r in q]
     return Curated(idx, images=images, stats={"generated": int(len(rows))})
 
 

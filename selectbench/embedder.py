@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .common import UserError, flush_denormal
+from .common import UserError, compute_device, flush_denormal
 
 # Sized for a ~1 minute CPU budget: a ViT tower was 30x slower per step on 2 cores than timm's
 # small test_resnet; 32 px = 28 px padded. Captions are short, so 24 tokens suffice.
@@ -71,11 +71,12 @@ class Embedder:
     """Encodes images and texts into one normalised space; exposes token states for the generator."""
 
     def __init__(self, model: torch.nn.Module, context_length: int, image_size: int = 32,
-                 mean: tuple | None = None, std: tuple | None = None):
+                 mean: tuple | None = None, std: tuple | None = None, device: str | torch.device = "cpu"):
         """mean/std: a pretrained model's per-channel normalisation; None for the trained embedder
-        (see images_to_tensor)."""
+        (see images_to_tensor). device: where the model runs; outputs are always numpy on cpu."""
         flush_denormal()
-        self.model = model.eval()
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
         self.context_length = context_length
         self.image_size = image_size
         self.mean, self.std = mean, std
@@ -95,22 +96,22 @@ class Embedder:
         out = np.empty((len(images), self.dim), dtype=np.float32)
         for i in tqdm(range(0, len(images), batch), desc=desc, disable=desc is None, unit="batch"):
             x = images_to_tensor(np.asarray(images[i:i + batch]), self.image_size, self.mean, self.std)
-            out[i:i + batch] = F.normalize(self.model.encode_image(x), dim=-1).numpy()
+            out[i:i + batch] = F.normalize(self.model.encode_image(x.to(self.device)), dim=-1).float().cpu().numpy()
         return out
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch: int = 1024, desc: str | None = None) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for i in tqdm(range(0, len(texts), batch), desc=desc, disable=desc is None, unit="batch"):
-            tok = tokenize(texts[i:i + batch], self.context_length)
-            out[i:i + batch] = F.normalize(self.model.encode_text(tok), dim=-1).numpy()
+            tok = tokenize(texts[i:i + batch], self.context_length).to(self.device)
+            out[i:i + batch] = F.normalize(self.model.encode_text(tok), dim=-1).float().cpu().numpy()
         return out
 
     @torch.no_grad()
     def text_hidden(self, texts: list[str]) -> torch.Tensor:
         """Token-level text states [B, L, W], the cross-attention input Stable Diffusion uses."""
         m = self.model
-        tok = tokenize(texts, self.context_length)
+        tok = tokenize(texts, self.context_length).to(self.device)
         x = m.token_embedding(tok) + m.positional_embedding
         x = m.transformer(x, attn_mask=m.attn_mask)
         return m.ln_final(x)
@@ -201,7 +202,7 @@ def load_pretrained(model_name: str, weights: str | None) -> Embedder:
     mean, std = tuple(pp.get("mean", OPENAI_DATASET_MEAN)), tuple(pp.get("std", OPENAI_DATASET_STD))
     ctx = model.context_length if hasattr(model, "context_length") else 77
     size = model.visual.image_size[0] if hasattr(model.visual, "image_size") else 224
-    return Embedder(model, ctx, size, mean, std)
+    return Embedder(model, ctx, size, mean, std, device=compute_device())
 
 
 def _one_line(e: Exception) -> str:

@@ -51,9 +51,10 @@ def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, t
 
     Task images may be grey [N,H,W] or RGB [N,H,W,3]; they are converted to the model's channels."""
     torch.manual_seed(seed)
+    dev = next(model.parameters()).device
     m = copy.deepcopy(model)
     m.reset_classifier(num_classes)
-    m.train()
+    m.to(dev).train()
     opt = torch.optim.SGD(m.parameters(), lr=cfg["lr"], momentum=0.9, weight_decay=0.0)
     steps = cfg["steps"]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(steps * 0.5), int(steps * 0.75)], gamma=0.1)
@@ -63,7 +64,7 @@ def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, t
     y_all = torch.as_tensor(train_y, dtype=torch.long)
     for _ in range(steps):
         idx = torch.randint(0, len(x_all), (cfg["batch_size"],), generator=gen)
-        loss = F.cross_entropy(m(x_all[idx]), y_all[idx])
+        loss = F.cross_entropy(m(x_all[idx].to(dev)), y_all[idx].to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

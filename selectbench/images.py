@@ -135,6 +135,15 @@ def write_pointer(path: str | os.PathLike, parts: dict, size: int, mode: str, wo
     Path(path).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
 
+def base_name(root: str | os.PathLike = ".") -> str:
+    """The base task's name in sample ids: `fmnist` (embedded), else the train pointer's part
+    (`imagenet`), so that ids say where an item came from."""
+    pointer = Path(root) / LOCATIONS["train"][1]
+    if pointer.exists():
+        return next(iter(json.loads(pointer.read_text())["parts"]))
+    return "fmnist"
+
+
 def open_images(name: str, root: str | os.PathLike = ".", curated_dir: str | os.PathLike | None = None):
     """The image set `name` (train, test, pool, natural, or generated for curated_dir)."""
     root = Path(root)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import shards
-from .common import UserError, fail, flush_denormal
+from .common import UserError, compute_device, fail, flush_denormal
 
 MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST pixel statistics
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, timm's default for RGB
@@ -226,8 +226,9 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
     samples = int(sum(sizes.values()))
     run = plan(cfg, samples, world)
     torch.manual_seed(cfg["seed"])
+    dev = compute_device(int(os.environ.get("LOCAL_RANK", rank)))
     model = timm.create_model(cfg["model"], pretrained=False, num_classes=num_classes,
-                              in_chans=cfg.get("in_chans", 1))
+                              in_chans=cfg.get("in_chans", 1)).to(dev)
     optimizer = create_optimizer_v2(model, opt=cfg["opt"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                     momentum=cfg["momentum"])
     n_epochs = max(1, math.ceil(run.steps / run.steps_per_epoch))
@@ -240,10 +241,10 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
         mixup = Mixup(mixup_alpha=cfg["mixup"], cutmix_alpha=cfg["cutmix"], label_smoothing=cfg["label_smoothing"],
                       num_classes=num_classes)
     w = class_weights(counts, cfg["class_weighting"], cfg["effective_beta"])
-    weights = None if cfg["class_weighting"] == "none" else torch.tensor(w, dtype=torch.float32)
+    weights = None if cfg["class_weighting"] == "none" else torch.tensor(w, dtype=torch.float32, device=dev)
     ddp_model = model
     if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     fp = fingerprint(cfg, sizes, num_classes)
     ckpt = None
@@ -273,7 +274,7 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
             skip = 0
             torch.manual_seed(cfg["seed"] * 1_000_003 + step)
             np.random.seed((cfg["seed"] * 1_000_003 + step) % 2**32)  # timm Mixup draws from numpy
-            y = torch.as_tensor(y)
+            x, y = x.to(dev, non_blocking=True), torch.as_tensor(y).to(dev)
             if mixup is not None and len(x) % 2 == 0:
                 x, target = mixup(x, y)
             else:
@@ -299,13 +300,13 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
                 save_checkpoint(ckpt, model, optimizer, step, epoch, batch_in_epoch, fp)
             if stop_after is not None and step >= stop_after:
                 bar.close()
-                return model, {"stopped_at": step}
+                return model.cpu(), {"stopped_at": step}
             if step >= run.steps or batch_in_epoch >= run.steps_per_epoch:
                 break
         epoch += 1
     bar.close()
     wall = time.perf_counter() - t0
-    return model, {"steps": run.steps, "steps_per_epoch": run.steps_per_epoch, "samples": samples,
+    return model.cpu(), {"steps": run.steps, "steps_per_epoch": run.steps_per_epoch, "samples": samples,
                    "epochs_seen": epoch, "final_loss": last_loss, "class_weights": w.tolist(),
                    "images_per_s": seen / max(wall, 1e-9), "wall_s": wall, "world": world}
 
@@ -324,7 +325,7 @@ def load_model(model_dir: str | Path):
     model = timm.create_model(args["train"]["model"], pretrained=False, num_classes=args["num_classes"],
                               in_chans=args["train"].get("in_chans", 1))
     model.load_state_dict(load_file(d / "model.safetensors"))
-    return model.eval(), args
+    return model.to(compute_device()).eval(), args
 
 
 def model_input(images, size: int, in_chans: int, antialias: bool) -> torch.Tensor:
@@ -351,7 +352,9 @@ def predict(model, images, cfg: dict, batch: int = 1024) -> np.ndarray:
     batch is ever decoded, so a large RGB set need not fit in memory."""
     flush_denormal()
     size, chans = cfg["img_size"], cfg.get("in_chans", 1)
+    dev = next(model.parameters()).device
     out = []
     for i in range(0, len(images), batch):
-        out.append(model(model_input(images[i:i + batch], size, chans, antialias=True)).float().numpy())
+        x = model_input(images[i:i + batch], size, chans, antialias=True).to(dev)
+        out.append(model(x).float().cpu().numpy())
     return np.concatenate(out) if out else np.empty((0, 0), dtype=np.float32)

@@ -14,7 +14,7 @@ import yaml
 
 from selectbench import embedder
 from selectbench.common import UserError, atomic_save_npy, get, load_params, stage_main, write_json
-from selectbench.images import LazyImages, Subset, open_images
+from selectbench.images import LazyImages, Subset, base_name, open_images
 
 
 def _save(out: Path, kind: str, emb: np.ndarray, ids: list[str]) -> None:
@@ -59,9 +59,10 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     emb = embedder.load("models/embedder")
+    base = base_name()
     for split in ("train", "test"):
         e = emb.encode_images(open_images(split), batch, desc=f"embed {split} images")
-        _save(out, f"{split}_img", e, [f"fmnist_{split}:{i}" for i in range(len(e))])
+        _save(out, f"{split}_img", e, [f"{base}_{split}:{i}" for i in range(len(e))])
     cols = [c for c in ("sample_id", "caption", "origin", "origin_row")
             if c in pq.ParquetFile("data/pool/meta.parquet").schema_arrow.names]
     meta = pd.read_parquet("data/pool/meta.parquet", columns=cols)

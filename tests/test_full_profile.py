@@ -72,6 +72,9 @@ def test_shifts_point_into_the_right_sources(project, world):
     for shift in ("la_img2img", "hkm"):  # web search never returns the OpenImages images
         idx = pd.read_parquet(d / f"data/curated/{shift}/index.parquet")
         assert len(idx) and set(meta["origin"].to_numpy()[idx["row"]]) == {"laion"}
+    ids = pd.read_parquet(d / "data/curated/in/index.parquet")["sample_id"]
+    assert ids.str.startswith("imagenet_train:").all()
+    assert pd.read_parquet(d / "data/embeddings/test_img.ids.parquet")["sample_id"][0] == "imagenet_test:0"
     stats = json.loads((d / "data/curated/in/stats.json").read_text())
     assert stats["images"] == 4 * 8 and stats["label_precision"] == 1.0
     assert "label_precision" not in json.loads((d / "data/curated/la_img2img/stats.json").read_text())
