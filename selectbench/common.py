@@ -117,6 +117,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, float32 (an all-zero row stays zero)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def compute_device(local_rank: int = 0):
     """cuda:<local_rank> where a GPU is visible, else cpu (`CUDA_VISIBLE_DEVICES=` forces cpu).
     The embedded profile's committed hashes come from cpu runs."""

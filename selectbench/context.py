@@ -114,8 +114,8 @@ def image_arrays(index: pd.DataFrame, curated_dir: Path, root: Path = Path("."))
     """The image set (array or lazy adapter view, selectbench.images) of each source in the index."""
     from .images import open_images
 
-    names = {"train": "train", "pool": "pool", "generated": "generated"}
-    unknown = sorted(set(index["source"].unique()) - set(names))
+    sources = index["source"].unique()
+    unknown = sorted(set(sources) - {"train", "pool", "generated"})
     if unknown:
         raise UserError(f"unknown source {unknown[0]!r} in {curated_dir}/index.parquet")
-    return {s: open_images(names[s], root, curated_dir) for s in index["source"].unique()}
+    return {s: open_images(s, root, curated_dir) for s in sources}

@@ -210,6 +210,13 @@ class _ErrorLog:
         self.errors[reason] += 1
         self.failed[int(row)] = reason
 
+    def _decoded(self, row: int, data: bytes, draft_size: int | None) -> Image.Image | None:
+        """The decoded image, or None with the reason recorded."""
+        img, reason = decode_image(data, draft_size)
+        if img is None:
+            self._fail(row, reason)
+        return img
+
 
 # ----------------------------------------------------------------------------------------------
 # ImageFolder layouts (ImageNet train/val, -V2, -Sketch, -R, -A)
@@ -242,10 +249,7 @@ class FileSource(_ErrorLog):
                 self._fail(r, "unreadable")
                 yield r, None
                 continue
-            img, reason = decode_image(data, draft_size)
-            if img is None:
-                self._fail(r, reason)
-            yield r, img
+            yield r, self._decoded(r, data, draft_size)
 
 
 class PathSource(FileSource):
@@ -691,10 +695,7 @@ class LaionSource(_ErrorLog):
                     self._fail(row, "truncated")
                     yield row, None
                     continue
-                img, reason = decode_image(data, draft_size)
-                if img is None:
-                    self._fail(row, reason)
-                yield row, img
+                yield row, self._decoded(row, data, draft_size)
         finally:
             for fh in handles.values():
                 fh.close()

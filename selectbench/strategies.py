@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from .common import UserError
+from .common import UserError, unit_rows
 
 
 def balanced_subset(labels: np.ndarray, per_class: int, rng: np.random.Generator,
@@ -23,24 +23,18 @@ def balanced_subset(labels: np.ndarray, per_class: int, rng: np.random.Generator
     return np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
-
-
 def knn_search(queries: np.ndarray, bank: np.ndarray, k: int, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine top-k with faiss, streamed over query batches so memory stays flat."""
     import faiss
 
-    bank = _normalise(bank)
+    bank = unit_rows(bank)
     k = min(k, len(bank))
     index = faiss.IndexFlatIP(bank.shape[1])
     index.add(bank)
     sims = np.empty((len(queries), k), dtype=np.float32)
     ids = np.empty((len(queries), k), dtype=np.int64)
     for i in range(0, len(queries), batch):
-        s, j = index.search(_normalise(queries[i:i + batch]), k)
+        s, j = index.search(unit_rows(queries[i:i + batch]), k)
         sims[i:i + batch], ids[i:i + batch] = s, j
     return sims, ids
 
@@ -105,7 +99,7 @@ def text_filter(mentions: np.ndarray, caption_emb: np.ndarray, definition_emb: n
     if not -1.0 <= threshold <= 1.0:
         raise UserError(f"curation.clip_threshold: must be in [-1, 1], got {threshold}")
     rows, labels = single_mention(mentions)
-    sims = np.einsum("nd,nd->n", _normalise(caption_emb[rows]), _normalise(definition_emb)[labels])
+    sims = np.einsum("nd,nd->n", unit_rows(caption_emb[rows]), unit_rows(definition_emb)[labels])
     keep = sims >= threshold
     return rows[keep], labels[keep], sims[keep].astype(np.float32)
 
@@ -144,10 +138,10 @@ def image_based_filter(pool_emb: np.ndarray, target_emb: np.ndarray, n_clusters:
     nearest one of some target (base) image. Returns a boolean mask over the pool."""
     import faiss
 
-    x = _normalise(pool_emb)
+    x = unit_rows(pool_emb)
     k = max(1, min(n_clusters, len(x)))
     km = faiss.Kmeans(x.shape[1], k, niter=n_iter, seed=seed, verbose=False, spherical=True)
     km.train(x)
     _, pool_c = km.index.search(x, 1)
-    _, target_c = km.index.search(_normalise(target_emb), 1)
+    _, target_c = km.index.search(unit_rows(target_emb), 1)
     return np.isin(pool_c.ravel(), np.unique(target_c.ravel()))

@@ -13,18 +13,13 @@ import pyarrow.parquet as pq
 import yaml
 
 from selectbench import embedder
-from selectbench.common import UserError, atomic_save_npy, get, load_params, stage_main, write_json
+from selectbench.common import UserError, atomic_save_npy, get, load_params, stage_main, unit_rows, write_json
 from selectbench.images import LazyImages, Subset, base_name, open_images
 
 
 def _save(out: Path, kind: str, emb: np.ndarray, ids: list[str]) -> None:
     atomic_save_npy(out / f"{kind}.npy", emb.astype(np.float16))
     pd.DataFrame({"sample_id": ids}).to_parquet(out / f"{kind}.ids.parquet", index=False, compression="zstd")
-
-
-def _normalised(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def pool_embeddings(emb: embedder.Embedder, meta: pd.DataFrame, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +35,7 @@ def pool_embeddings(emb: embedder.Embedder, meta: pd.DataFrame, batch: int) -> t
             if laion.dims.get(kind) != emb.dim:
                 raise UserError(f"LAION {kind} embeddings have dim {laion.dims.get(kind)}, the embedder {emb.dim}: "
                                 "set embedder.pretrained to the CLIP model that made them")
-            out[given] = _normalised(laion.embeddings(kind, rows))
+            out[given] = unit_rows(laion.embeddings(kind, rows))
     rest = np.flatnonzero(~given)
     if len(rest):
         img[rest] = emb.encode_images(Subset(images, rest), batch, desc="embed pool images")

@@ -106,14 +106,13 @@ def main(argv=None):
 
         nat_meta = pd.read_parquet("data/natural/meta.parquet")
         nat_labels = nat_meta["label"].to_numpy()
-        nat_pred = E.natural_predictions(predict(model, nat, cfg), nat_labels,
-                                         nat_meta["set"].to_numpy() if "set" in nat_meta else None)
+        sets = nat_meta["set"].to_numpy() if "set" in nat_meta else None
+        nat_pred = E.natural_predictions(predict(model, nat, cfg), nat_labels, sets)
         out["natural"] = {"top1": float((nat_pred == nat_labels).mean()) if len(nat) else float("nan"),
                           "images": int(len(nat)), "correct": int((nat_pred == nat_labels).sum())}
-        if "set" in nat_meta:  # full profile: ImageNet-V2 / -R / -A / -Sketch each on its own too
-            out["natural"]["per_set"] = {s: float((nat_pred[m] == nat_labels[m]).mean())
-                                         for s, m in ((s, (nat_meta["set"] == s).to_numpy())
-                                                      for s in sorted(nat_meta["set"].unique()))}
+        if sets is not None:  # full profile: ImageNet-V2 / -R / -A / -Sketch each on its own too
+            out["natural"]["per_set"] = {s: float((nat_pred[sets == s] == nat_labels[sets == s]).mean())
+                                         for s in sorted(set(sets))}
         tcfg = get(p, "transfer", dict)
         accs, ns, per_task = [], [], {}
         for task in tcfg["tasks"]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from selectbench import shards
-from selectbench.common import get, load_params, read_index, stage_main, write_json
+from selectbench.common import UserError, get, load_params, read_index, stage_main, write_json
 from selectbench.context import image_arrays
 from selectbench.images import LazyImages, take
 
@@ -58,7 +58,7 @@ def main(argv=None):
     sizes = shards.write_shards(samples(), f"data/shards/{args.shift}", per_shard, total=len(index))
     n = int(sum(sizes.values()))
     if len(channels) > 1:
-        raise SystemExit(f"shard@{args.shift}: images of mixed channel counts {sorted(channels)}")
+        raise UserError(f"shard@{args.shift}: images of mixed channel counts {sorted(channels)}")
     summary = {"samples": n, "shards": len(sizes), "channels": channels.pop() if channels else 1}
     if failed:
         summary["undecodable"] = dict(sorted(failed.items()))

@@ -83,6 +83,20 @@ class _Picker:
                 kept.append(arr)
         return kept
 
+    def per_class(self, classes, load, rng: np.random.Generator, min_per_class: int) -> tuple[dict, dict]:
+        """(kept renders per class, dropped classes) over (name, items) pairs: each class's items
+        in a seeded order, load(item) -> (array, status, digest) run lazily until the cap; a class
+        listing fewer than min_per_class items is dropped unread."""
+        per_class: dict[str, list[np.ndarray]] = {}
+        dropped: dict[str, int | str] = {}
+        for name, items in classes:
+            order = [items[i] for i in rng.permutation(len(items))]
+            if len(order) < min_per_class:
+                dropped[name] = f"{len(order)} listed"
+                continue
+            per_class[name] = self.take(load(item) for item in order)
+        return per_class, dropped
+
 
 def _assemble(per_class: dict[str, list[np.ndarray]], min_per_class: int, dropped: dict) -> tuple:
     names = [n for n, xs in per_class.items() if len(xs) >= min_per_class]
@@ -112,20 +126,8 @@ def emoji_task(test_file: str, font: str, natural: dict, min_per_class: int, max
         else:
             groups.setdefault(e.group, []).append(e.cps)
     pick = _Picker(natural, max_per_class)
-    per_class: dict[str, list[np.ndarray]] = {}
-    dropped: dict[str, int | str] = {}
-    for g, cps in groups.items():
-        order = [cps[i] for i in rng.permutation(len(cps))]
-        if len(order) < min_per_class:  # cannot reach the minimum: not worth rendering
-            dropped[g] = f"{len(order)} listed"
-            continue
-
-        def results(order=order):
-            for c in order:
-                _, arr, status = P.render_emoji((font, c))
-                yield arr, status, ""
-
-        per_class[g] = pick.take(results())
+    per_class, dropped = pick.per_class(groups.items(), lambda c: (*P.render_emoji((font, c))[1:], ""), rng,
+                                        min_per_class)
     x, y, names = _assemble(per_class, min_per_class, dropped)
     info = {"held_out_natural": held, "skin_tone_variants": toned, "skipped": pick.skipped, "dropped_classes": dropped}
     return x, y, names, info
@@ -145,21 +147,8 @@ def clipart_task(root: str, natural: dict, min_per_class: int, max_per_class: in
             continue
         cats.setdefault(top, []).append(rel)
     pick = _Picker(natural, max_per_class)
-    per_class: dict[str, list[np.ndarray]] = {}
-    dropped: dict[str, int | str] = {}
-    for c in sorted(cats):
-        files = cats[c]
-        order = [files[i] for i in rng.permutation(len(files))]
-        if len(order) < min_per_class:  # cannot reach the minimum: not worth decoding
-            dropped[c] = f"{len(order)} listed"
-            continue
-
-        def results(order=order):
-            for rel in order:
-                _, arr, status, digest = P.load_clipart((root, rel))
-                yield arr, status, digest
-
-        per_class[c] = pick.take(results())
+    per_class, dropped = pick.per_class(sorted(cats.items()), lambda rel: P.load_clipart((root, rel))[1:], rng,
+                                        min_per_class)
     x, y, names = _assemble(per_class, min_per_class, dropped)
     info = {"held_out_natural": held, "skipped": pick.skipped, "dropped_classes": dropped,
             "not_a_category": sorted(CLIPART_NOT_A_CATEGORY)}
