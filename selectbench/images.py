@@ -58,7 +58,8 @@ class LazyImages:
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
             return self.take(np.array([int(key)]))[0][0]
-        rows = np.arange(len(self))[key] if isinstance(key, slice) else np.asarray(key, dtype=np.int64)
+        # A slice costs O(its length), not O(len(self)): encoders slice 1,024 rows at a time.
+        rows = np.arange(*key.indices(len(self))) if isinstance(key, slice) else np.asarray(key, dtype=np.int64)
         return self.take(rows)[0]
 
     def take(self, rows) -> tuple[np.ndarray, np.ndarray]:
