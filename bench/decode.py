@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from selectbench.images import LazyImages
-from selectbench.sources import PathSource
+from selectbench.full.decode import PathSource
+from selectbench.full.pointer import LazyImages
 
 
 def write_photos(root: Path, n: int, seed: int = 0) -> list[str]:

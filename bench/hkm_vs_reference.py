@@ -31,7 +31,11 @@ import torch
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from selectbench import hkmeans  # noqa: E402
+from selectbench.curation.hkm import (
+    fit,  # noqa: E402
+    kmeans,
+    sample,
+)
 
 
 def mixture(n: int, dim: int, components: int, zipf: float, spread: float, seed: int):
@@ -130,7 +134,7 @@ def main(argv=None):
     print(f"data: N={args.n_points} D={args.dim} components={args.components} zipf={args.zipf} "
           f"(sizes {counts.max()}..{counts.min()}); levels={levels} sample_sizes={sample_sizes} "
           f"resample_steps={args.resample_steps} strategy={args.strategy} n_iter=50 draw={args.draw} "
-          f"threads={args.threads} ours.init_sample={init_kw.get('init_sample', hkmeans.DEFAULT_INIT_SAMPLE)}")
+          f"threads={args.threads} ours.init_sample={init_kw.get('init_sample', kmeans.DEFAULT_INIT_SAMPLE)}")
     print(f"load average at start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} ({os.cpu_count()} CPUs)")
 
     rng = np.random.default_rng(args.seed + 1)
@@ -142,13 +146,13 @@ def main(argv=None):
         seed = args.seed + rep
         c0 = time.process_time()
         t0 = time.perf_counter()
-        tree = hkmeans.fit(
+        tree = fit.fit(
             x, levels, n_iter=50, resample_steps=args.resample_steps, sample_size=sample_sizes,
             sample_strategy=args.strategy, init="kmeans++", seed=seed, **init_kw,
         )
         t_fit = time.perf_counter() - t0
         t1 = time.perf_counter()
-        idx = hkmeans.balanced_sample(tree, args.draw, leaf="random", seed=seed)
+        idx = sample.balanced_sample(tree, args.draw, leaf="random", seed=seed)
         t_sample = time.perf_counter() - t1
         runs = [("ours", idx, t_fit, t_sample, time.process_time() - c0, tree.n_clusters)]
         if not args.skip_reference:

@@ -23,8 +23,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from selectbench import shards
-from selectbench.common import limit_threads
+from selectbench.core import shards
+from selectbench.core.runtime import limit_threads
 
 
 def clip_like(n: int, d: int, rng: np.random.Generator, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

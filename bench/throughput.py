@@ -15,8 +15,11 @@ import torch
 import yaml
 from PIL import Image
 
-from selectbench import embedder, hkmeans, shards, strategies, training
-from selectbench.common import limit_threads
+from selectbench.core import shards
+from selectbench.core.runtime import limit_threads
+from selectbench.curation import strategies
+from selectbench.curation.hkm import fit, sample
+from selectbench.models import embedder, training
 
 
 def timed(fn, *a, **k):
@@ -113,7 +116,7 @@ def scaling(base_n=4000, factors=(1, 4, 16), seed=0):
         imgs = pool[rng.integers(0, len(pool), n)]
         t_embed, e = timed(emb_model.encode_images, imgs, 1024)
         t_search, _ = timed(strategies.knn_search, e[:2000], e, 10)
-        t_hkm, _ = timed(lambda: hkmeans.balanced_sample(hkmeans.fit(e, [max(2, n // 100), max(2, n // 1000)],
+        t_hkm, _ = timed(lambda: sample.balanced_sample(fit.fit(e, [max(2, n // 100), max(2, n // 1000)],
                                                                      n_iter=20, resample_steps=2, seed=0), n // 10))
         with tempfile.TemporaryDirectory() as d:
             t_shard, _ = timed(shards.write_shards, ((f"{i:08d}", imgs[i], 0, {}) for i in range(n)),

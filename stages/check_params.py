@@ -11,8 +11,8 @@ import argparse
 import os
 from pathlib import Path
 
-from selectbench.common import load_params, stage_main
-from selectbench.params_check import KEYS_FILE, apply_profile, check, derive_keys_from, write_keys
+from selectbench.core.params import KEYS_FILE, apply_profile, check, derive_keys_from, load_params, write_keys
+from selectbench.core.runtime import stage_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

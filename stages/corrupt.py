@@ -4,10 +4,12 @@ from pathlib import Path
 
 import numpy as np
 
-from selectbench.common import get, load_params, stage_main, write_json
-from selectbench.data import load_split
-from selectbench.corruptions import corrupted_set
-from selectbench.images import open_images
+from selectbench.core.images import open_images
+from selectbench.core.io import write_json
+from selectbench.core.layout import load_split
+from selectbench.core.params import get, load_params
+from selectbench.core.runtime import stage_main
+from selectbench.evaluation.corruptions import corrupted_set
 
 
 @stage_main

@@ -6,28 +6,33 @@ from pathlib import Path
 
 import numpy as np
 
-from selectbench import context, curation, metrics
-from selectbench.common import atomic_save_npy, load_params, stage_main, write_index, write_json
+from selectbench.core import context
+from selectbench.core.index import write_index
+from selectbench.core.io import atomic_save_npy, write_json
+from selectbench.core.params import load_params
+from selectbench.core.runtime import stage_main
+from selectbench.curation import registry as curation
+from selectbench.evaluation import counts, noise
 
 
 def shift_stats(ctx: context.Context, cur: context.Curated, tail_threshold: int) -> dict:
     """Counts, coverage and (where the hidden truth is known) label precision of a curated index."""
     idx = cur.index
-    counts = metrics.class_counts(idx["label"].to_numpy(), ctx.num_classes)
+    counts = counts.class_counts(idx["label"].to_numpy(), ctx.num_classes)
     stats = {
         **cur.stats,
         "images": int(len(idx)),
         "count_per_class": counts.tolist(),
-        **metrics.count_summary(counts),
-        "gini": metrics.gini(counts),
-        "long_tail": metrics.long_tail(counts, tail_threshold),
+        **counts.count_summary(counts),
+        "gini": counts.gini(counts),
+        "long_tail": counts.long_tail(counts, tail_threshold),
         "empty_classes": [i for i, n in enumerate(counts) if n == 0],
         "sources": idx["source"].value_counts().sort_index().to_dict(),
     }
     truth = context.truth_of(ctx, idx)
     known = truth != -2
     if known.any():
-        overall, per_class = metrics.label_precision(idx["label"].to_numpy()[known], truth[known], ctx.num_classes)
+        overall, per_class = noise.label_precision(idx["label"].to_numpy()[known], truth[known], ctx.num_classes)
         stats["label_precision"] = overall
         stats["label_precision_per_class"] = [None if np.isnan(v) else float(v) for v in per_class]
         stats["label_precision_known_share"] = float(known.mean())

@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from selectbench import full
-from selectbench.common import get, load_params, profile, stage_main, write_json
-from selectbench.data import fetch, split_parts
+from selectbench.core.classes import load as load_classes
+from selectbench.core.io import write_json
+from selectbench.core.params import get, load_params, profile
+from selectbench.core.runtime import stage_main
+from selectbench.embedded.fmnist import fetch, split_parts
+from selectbench.full import build as full
 
 
 @stage_main
@@ -21,8 +23,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     p = load_params(args.params)
     if profile(p) == "full":
-        with open("data/meta/classes.yaml") as f:
-            classes = yaml.safe_load(f)["classes"]
+        classes = list(load_classes().entries)
         s = full.build_raw(p, classes, Path(args.out))
         print(f"download: ImageNet {s['train']} train, {s['test']} val (read in place) -> {args.out}")
         return

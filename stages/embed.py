@@ -10,11 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import yaml
 
-from selectbench import embedder
-from selectbench.common import UserError, atomic_save_npy, get, load_params, stage_main, unit_rows, write_json
-from selectbench.images import LazyImages, Subset, base_name, open_images
+from selectbench.core.arrays import unit_rows
+from selectbench.core.classes import load as load_classes
+from selectbench.core.errors import UserError
+from selectbench.core.images import Subset, base_name, is_lazy, open_images
+from selectbench.core.io import atomic_save_npy, write_json
+from selectbench.core.params import get, load_params
+from selectbench.core.runtime import stage_main
+from selectbench.models import embedder
 
 
 def _save(out: Path, kind: str, emb: np.ndarray, ids: list[str]) -> None:
@@ -25,7 +29,7 @@ def _save(out: Path, kind: str, emb: np.ndarray, ids: list[str]) -> None:
 def pool_embeddings(emb: embedder.Embedder, meta: pd.DataFrame, batch: int) -> tuple[np.ndarray, np.ndarray]:
     """(image, caption) embeddings of every pool row."""
     images = open_images("pool")
-    laion = images.parts.get("laion") if isinstance(images, LazyImages) else None
+    laion = images.parts.get("laion") if is_lazy(images) else None
     given = (meta["origin"] == "laion").to_numpy() if laion is not None else np.zeros(len(meta), bool)
     img = np.empty((len(meta), emb.dim), dtype=np.float32)
     txt = np.empty((len(meta), emb.dim), dtype=np.float32)
@@ -65,8 +69,7 @@ def main(argv=None):
     ids = meta["sample_id"].tolist()
     _save(out, "pool_img", img, ids)
     _save(out, "pool_txt", txt, ids)
-    with open("data/meta/classes.yaml") as f:
-        classes = yaml.safe_load(f)["classes"]
+    classes = list(load_classes().entries)
     _save(out, "class_txt", emb.encode_texts([c["definition"] for c in classes], batch),
           [f"class:{i}" for i in range(len(classes))])
     write_json(out / "summary.json", {"dim": emb.dim, "pool": len(ids)})

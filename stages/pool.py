@@ -13,11 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from selectbench import full
-from selectbench.common import get, load_params, profile, stage_main
-from selectbench.pool import build_pool, load_train
+from selectbench.core.classes import load as load_classes
+from selectbench.core.params import get, load_params, profile
+from selectbench.core.runtime import stage_main
+from selectbench.embedded.fmnist import load_train
+from selectbench.embedded.pool import build_pool
+from selectbench.full import build as full
 
 
 @stage_main
@@ -32,8 +33,7 @@ def main(argv=None):
     params = load_params(args.params)
     t0 = time.perf_counter()
     if profile(params) == "full":
-        with open("data/meta/classes.yaml") as f:
-            classes = yaml.safe_load(f)["classes"]
+        classes = list(load_classes().entries)
         stats = full.build_pool(params, classes, Path(args.out), Path(args.natural_out))
     else:
         stats = build_pool(load_train(args.train), get(params, "pool", dict), args.out, args.natural_out)

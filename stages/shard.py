@@ -8,10 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from selectbench import shards
-from selectbench.common import UserError, get, load_params, read_index, stage_main, write_json
-from selectbench.context import image_arrays
-from selectbench.images import LazyImages, take
+from selectbench.core import shards
+from selectbench.core.context import image_arrays
+from selectbench.core.errors import UserError
+from selectbench.core.images import is_lazy, take
+from selectbench.core.index import read_index
+from selectbench.core.io import write_json
+from selectbench.core.params import get, load_params
+from selectbench.core.runtime import stage_main
 
 CHUNK = 256  # images decoded per read; bounds memory whatever the shift's size
 
@@ -44,7 +48,7 @@ def main(argv=None):
                 sel = chunk[src[chunk] == s]
                 imgs, ok = take(arrays[s], rows[sel])
                 got.update({int(i): (im if good else None) for i, im, good in zip(sel, imgs, ok)})
-                if isinstance(arrays[s], LazyImages):
+                if is_lazy(arrays[s]):
                     failed.update(arrays[s].failed[int(r)] for r in rows[sel][~ok])
             for i in chunk:
                 img = got[int(i)]

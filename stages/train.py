@@ -11,8 +11,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from selectbench import shards, training
-from selectbench.common import UserError, fail, get, load_params, read_json, stage_main, write_json
+from selectbench.core import shards
+from selectbench.core.errors import UserError, fail
+from selectbench.core.io import read_json, write_json
+from selectbench.core.params import get, load_params
+from selectbench.core.runtime import stage_main
+from selectbench.models import training
 
 
 def _distributed():

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from selectbench import embedder
-from selectbench.common import get, load_params, record_pretrained, seed_everything, stage_main, write_json
+from selectbench.core.io import write_json
+from selectbench.core.params import get, load_params
+from selectbench.core.runtime import record_pretrained, seed_everything, stage_main
+from selectbench.models import embedder
 
 
 @stage_main

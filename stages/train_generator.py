@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from selectbench import embedder, generator
-from selectbench.common import fail, get, load_params, record_pretrained, stage_main, write_json
+from selectbench.core.errors import fail
+from selectbench.core.io import write_json
+from selectbench.core.params import get, load_params
+from selectbench.core.runtime import record_pretrained, stage_main
+from selectbench.models import embedder, generator, generator_train
 
 
 @stage_main
@@ -45,7 +48,7 @@ def main(argv=None):
             if step % 10 == 0 or step == steps - 1:
                 live.step = step + 1
                 live.log_metric("loss", loss)
-        model = generator.train_generator(
+        model = generator_train.train_generator(
             images, captions, emb.text_hidden, emb.text_width, steps=steps,
             batch_size=get(p, "generator.batch_size", int, lo=1), lr=get(p, "generator.lr", float, lo=0.0),
             seed=get(p, "generator.seed", int), p_uncond=get(p, "generator.p_uncond", float, lo=0.0, hi=1.0),

@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 from PIL import Image, ImageDraw
 
-from selectbench.sources import to_array
+from selectbench.full.decode import to_array
 from tests.fixtures import WNIDS, write_tiny_sd
 
 CLASSES = [
@@ -74,7 +74,7 @@ def write_clip(root: Path) -> tuple[Path, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from selectbench.embedder import build
+    from selectbench.models.embedder import build
 
     root.mkdir(parents=True, exist_ok=True)
     cfg = root / "tiny-clip.json"
@@ -131,7 +131,7 @@ def write_openimages(root: Path) -> int:
 
 
 def write_world(tmp: Path) -> World:
-    from selectbench import embedder as E
+    from selectbench.models import embedder as E
 
     root = Path(tmp)
     for split, n, off in (("train", 16, 0), ("val", 6, 100)):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selectbench.common import UserError
-from selectbench.params_check import check, derive_keys_from, load_keys
+from selectbench.core.errors import UserError
+from selectbench.core.params import check, derive_keys_from, load_keys
 from tests.project import DVC, ROOT, inside, make_project, project_env
 from tests.tiny import tiny_params, write
 

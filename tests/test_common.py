@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from selectbench.common import UserError, gather, make_index
+from selectbench.core.errors import UserError
+from selectbench.core.index import gather, make_index
 
 
 def _index(sources, rows):

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selectbench.corruptions import corrupted_set
+from selectbench.evaluation.corruptions import corrupted_set
 
 FMNIST_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 

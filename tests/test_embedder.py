@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selectbench import embedder as E
-from selectbench.common import UserError
+from selectbench.core.errors import UserError
+from selectbench.models import embedder as E
 
 # A tiny ViT CLIP in open_clip's model_configs/*.json format: seconds on a CPU.
 TINY = {

@@ -1,7 +1,7 @@
 """selectbench.evaluation: the natural-shift scoring protocol (known answers)."""
 import numpy as np
 
-from selectbench.evaluation import natural_predictions
+from selectbench.evaluation.utility import natural_predictions
 
 
 def test_imagenet_r_and_a_are_scored_on_their_own_classes_only():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from selectbench import generator as G
-from selectbench.common import UserError
+from selectbench.core.errors import UserError
+from selectbench.models import generator, generator_train, sampling, sd
 from tests.fixtures import write_tiny_sd
 
 W = 32  # text width of the stand-in encoder
@@ -69,7 +69,7 @@ def _train(data, enc, **kw):
     imgs, caps = data
     args = dict(steps=4, batch_size=8, lr=2e-3, seed=0, unet_cfg=TINY_UNET)
     args.update(kw)
-    return G.train_generator(imgs, caps, enc, W, **args)
+    return generator_train.train_generator(imgs, caps, enc, W, **args)
 
 
 def _same_weights(a, b) -> bool:
@@ -91,8 +91,8 @@ def test_training_with_per_batch_caption_encoding(data, enc):
     # More distinct captions than steps * batch_size: captions are encoded batch by batch.
     imgs, _ = data
     caps = [f"a photo of item {i}" for i in range(len(imgs))]
-    a = G.train_generator(imgs, caps, enc, W, steps=2, batch_size=8, lr=1e-3, seed=0, unet_cfg=TINY_UNET)
-    b = G.train_generator(imgs, caps, enc, W, steps=2, batch_size=8, lr=1e-3, seed=0, unet_cfg=TINY_UNET)
+    a = generator_train.train_generator(imgs, caps, enc, W, steps=2, batch_size=8, lr=1e-3, seed=0, unet_cfg=TINY_UNET)
+    b = generator_train.train_generator(imgs, caps, enc, W, steps=2, batch_size=8, lr=1e-3, seed=0, unet_cfg=TINY_UNET)
     assert _same_weights(a, b)
 
 
@@ -121,40 +121,40 @@ def test_training_resumes_to_the_uninterrupted_result(data, enc, model, tmp_path
 
 
 def test_save_load_roundtrip(model, enc, tmp_path):
-    G.save_generator(model, tmp_path / "gen")
+    generator.save_generator(model, tmp_path / "gen")
     assert (tmp_path / "gen" / "unet" / "diffusion_pytorch_model.safetensors").exists()
-    loaded = G.load_generator(tmp_path / "gen")
+    loaded = generator.load_generator(tmp_path / "gen")
     assert _same_weights(loaded, model)
     kw = dict(seed=3, steps=2, batch_size=4, progress=False)
-    assert np.array_equal(G.txt2img(model, enc, CAPTIONS, **kw), G.txt2img(loaded, enc, CAPTIONS, **kw))
+    assert np.array_equal(sampling.txt2img(model, enc, CAPTIONS, **kw), sampling.txt2img(loaded, enc, CAPTIONS, **kw))
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "unipc"])
 def test_txt2img_is_per_item_deterministic(model, enc, scheduler):
     prompts = [CAPTIONS[i % 3] for i in range(7)]
     kw = dict(steps=3, guidance=3.0, scheduler=scheduler, progress=False)
-    a = G.txt2img(model, enc, prompts, seed=5, batch_size=4, **kw)
+    a = sampling.txt2img(model, enc, prompts, seed=5, batch_size=4, **kw)
     assert a.shape == (7, 28, 28) and a.dtype == np.uint8
-    assert np.array_equal(a, G.txt2img(model, enc, prompts, seed=5, batch_size=4, **kw))
+    assert np.array_equal(a, sampling.txt2img(model, enc, prompts, seed=5, batch_size=4, **kw))
     # Item i's noise is seeded by (seed, i): batching does not change what item i becomes
     # (allowing one grey level for batch-size dependent float reductions).
-    b = G.txt2img(model, enc, prompts, seed=5, batch_size=3, **kw)
+    b = sampling.txt2img(model, enc, prompts, seed=5, batch_size=3, **kw)
     assert np.abs(a.astype(int) - b).max() <= 1
-    assert not np.array_equal(a, G.txt2img(model, enc, prompts, seed=6, batch_size=4, **kw))
+    assert not np.array_equal(a, sampling.txt2img(model, enc, prompts, seed=6, batch_size=4, **kw))
 
 
 def test_img2img_strength(model, enc, data):
     imgs, caps = data
     imgs, caps = imgs[:5], caps[:5]
     kw = dict(steps=4, seed=2, batch_size=4, progress=False)
-    assert np.array_equal(G.img2img(model, enc, imgs, caps, strength=0.0, **kw), imgs)
-    half = G.img2img(model, enc, imgs, caps, strength=0.5, **kw)
+    assert np.array_equal(sampling.img2img(model, enc, imgs, caps, strength=0.0, **kw), imgs)
+    half = sampling.img2img(model, enc, imgs, caps, strength=0.5, **kw)
     assert half.shape == imgs.shape and half.dtype == np.uint8
-    assert np.array_equal(half, G.img2img(model, enc, imgs, caps, strength=0.5, **kw))
+    assert np.array_equal(half, sampling.img2img(model, enc, imgs, caps, strength=0.5, **kw))
     assert not np.array_equal(half, imgs)
     # The output depends on the input image, not only on the noise.
-    assert not np.array_equal(half, G.img2img(model, enc, imgs[::-1].copy(), caps, strength=0.5, **kw)[::-1])
-    uni = G.img2img(model, enc, imgs, caps, strength=0.5, scheduler="unipc", **kw)
+    assert not np.array_equal(half, sampling.img2img(model, enc, imgs[::-1].copy(), caps, strength=0.5, **kw)[::-1])
+    uni = sampling.img2img(model, enc, imgs, caps, strength=0.5, scheduler="unipc", **kw)
     assert uni.shape == imgs.shape
 
 
@@ -162,7 +162,7 @@ def test_resume_dir_skips_finished_batches(model, enc, data, tmp_path):
     imgs, caps = data
     imgs, caps = imgs[:10], caps[:10]
     kw = dict(strength=0.75, steps=4, seed=9, batch_size=4, progress=False)
-    full = G.img2img(model, enc, imgs, caps, **kw)
+    full = sampling.img2img(model, enc, imgs, caps, **kw)
 
     calls = {"n": 0}
     real_forward = model.unet.forward
@@ -177,15 +177,15 @@ def test_resume_dir_skips_finished_batches(model, enc, data, tmp_path):
     model.unet.forward = counted
     try:
         with pytest.raises(KeyboardInterrupt):
-            G.img2img(model, enc, imgs, caps, resume_dir=tmp_path, **kw)
+            sampling.img2img(model, enc, imgs, caps, resume_dir=tmp_path, **kw)
         assert [p.name for p in sorted(tmp_path.glob("items-*.npy"))] == ["items-00000000-00000004.npy"]
         calls["n"], budget = 0, 10**6
-        resumed = G.img2img(model, enc, imgs, caps, resume_dir=tmp_path, **kw)
+        resumed = sampling.img2img(model, enc, imgs, caps, resume_dir=tmp_path, **kw)
         assert calls["n"] == 2 * 3  # only the two unfinished batches ran
         assert np.array_equal(resumed, full)
         # Another request in the same folder does not reuse those batches.
         calls["n"] = 0
-        other = G.img2img(model, enc, imgs, caps, resume_dir=tmp_path, **{**kw, "seed": 10})
+        other = sampling.img2img(model, enc, imgs, caps, resume_dir=tmp_path, **{**kw, "seed": 10})
         assert calls["n"] == 3 * 3
         assert not np.array_equal(other, full)
     finally:
@@ -195,19 +195,19 @@ def test_resume_dir_skips_finished_batches(model, enc, data, tmp_path):
 def test_bad_inputs_are_user_errors(model, enc, data):
     imgs, caps = data
     with pytest.raises(UserError, match="captions"):
-        G.train_generator(imgs, caps[:-1], enc, W, steps=1, batch_size=2, lr=1e-3, seed=0)
+        generator_train.train_generator(imgs, caps[:-1], enc, W, steps=1, batch_size=2, lr=1e-3, seed=0)
     with pytest.raises(UserError, match="images"):
-        G.train_generator(imgs.astype(np.float32), caps, enc, W, steps=1, batch_size=2, lr=1e-3, seed=0)
+        generator_train.train_generator(imgs.astype(np.float32), caps, enc, W, steps=1, batch_size=2, lr=1e-3, seed=0)
     with pytest.raises(UserError, match="encode_prompts"):
-        G.train_generator(imgs, caps, enc, W + 1, steps=1, batch_size=2, lr=1e-3, seed=0, unet_cfg=TINY_UNET)
+        generator_train.train_generator(imgs, caps, enc, W + 1, steps=1, batch_size=2, lr=1e-3, seed=0, unet_cfg=TINY_UNET)
     with pytest.raises(UserError, match="unet_cfg.in_channels"):
-        G.build_generator(W, {"in_channels": 3})
+        generator.build_generator(W, {"in_channels": 3})
     with pytest.raises(UserError, match="scheduler"):
-        G.txt2img(model, enc, CAPTIONS, seed=0, scheduler="euler", progress=False)
+        sampling.txt2img(model, enc, CAPTIONS, seed=0, scheduler="euler", progress=False)
     with pytest.raises(UserError, match="strength"):
-        G.img2img(model, enc, imgs, caps, seed=0, strength=1.5, progress=False)
+        sampling.img2img(model, enc, imgs, caps, seed=0, strength=1.5, progress=False)
     with pytest.raises(UserError, match="not a saved generator"):
-        G.load_generator(os.devnull)
+        generator.load_generator(os.devnull)
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,42 +229,42 @@ def _arrays(out):
 
 
 def test_sd_txt2img_end_to_end(sd_dirs, tmp_path):
-    pipe = G.load_sd_pipeline(sd_dirs[0], mode="txt2img", device="cpu")
+    pipe = sd.load_sd_pipeline(sd_dirs[0], mode="txt2img", device="cpu")
     assert pipe.safety_checker is None and pipe.unet.dtype == torch.float32
     kw = dict(seed=0, steps=2, guidance=3.0, size=32, batch_size=2, progress=False)
-    out = G.generate_sd(pipe, CAPTIONS, **kw)
+    out = sd.generate_sd(pipe, CAPTIONS, **kw)
     _check_pil(out, 3)
     assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
-    again = G.generate_sd(pipe, CAPTIONS, resume_dir=tmp_path, **kw)
+    again = sd.generate_sd(pipe, CAPTIONS, resume_dir=tmp_path, **kw)
     assert np.array_equal(_arrays(out), _arrays(again))
     assert len(list(tmp_path.glob("items-*.npy"))) == 2
-    _check_pil(G.generate_sd(pipe, CAPTIONS[:1], scheduler="ddim", **kw), 1)
+    _check_pil(sd.generate_sd(pipe, CAPTIONS[:1], scheduler="ddim", **kw), 1)
 
 
 def test_sd_img2img_end_to_end(sd_dirs, data):
     imgs, _ = data
-    pipe = G.load_sd_pipeline(sd_dirs[0], mode="img2img", device="cpu")
+    pipe = sd.load_sd_pipeline(sd_dirs[0], mode="img2img", device="cpu")
     kw = dict(prompts=CAPTIONS, seed=0, steps=2, guidance=3.0, size=32, batch_size=2, strength=0.75, progress=False)
-    out = G.generate_sd(pipe, list(imgs[:3]), **kw)
+    out = sd.generate_sd(pipe, list(imgs[:3]), **kw)
     _check_pil(out, 3)
-    assert np.array_equal(_arrays(out), _arrays(G.generate_sd(pipe, list(imgs[:3]), **kw)))
+    assert np.array_equal(_arrays(out), _arrays(sd.generate_sd(pipe, list(imgs[:3]), **kw)))
     with pytest.raises(UserError, match="prompts"):
-        G.generate_sd(pipe, list(imgs[:3]), seed=0, steps=2, guidance=3.0, size=32, batch_size=2)
+        sd.generate_sd(pipe, list(imgs[:3]), seed=0, steps=2, guidance=3.0, size=32, batch_size=2)
 
 
 def test_sd_image_variation_end_to_end(sd_dirs, data):
     imgs, _ = data
-    pipe = G.load_sd_pipeline(sd_dirs[1], mode="variation", device="cpu")
+    pipe = sd.load_sd_pipeline(sd_dirs[1], mode="variation", device="cpu")
     kw = dict(seed=0, steps=2, guidance=3.0, size=32, batch_size=2, progress=False)
-    out = G.generate_sd(pipe, list(imgs[:3]), **kw)
+    out = sd.generate_sd(pipe, list(imgs[:3]), **kw)
     _check_pil(out, 3)
-    assert np.array_equal(_arrays(out), _arrays(G.generate_sd(pipe, list(imgs[:3]), **kw)))
+    assert np.array_equal(_arrays(out), _arrays(sd.generate_sd(pipe, list(imgs[:3]), **kw)))
 
 
 def test_sd_load_errors_are_user_errors(sd_dirs, tmp_path):
     with pytest.raises(UserError, match="mode"):
-        G.load_sd_pipeline(sd_dirs[0], mode="inpaint", device="cpu")
+        sd.load_sd_pipeline(sd_dirs[0], mode="inpaint", device="cpu")
     with pytest.raises(UserError, match="cannot load"):
-        G.load_sd_pipeline(tmp_path, mode="txt2img", device="cpu")
+        sd.load_sd_pipeline(tmp_path, mode="txt2img", device="cpu")
     with pytest.raises(UserError, match="cannot load"):
-        G.load_sd_pipeline(sd_dirs[0], mode="variation", device="cpu")
+        sd.load_sd_pipeline(sd_dirs[0], mode="variation", device="cpu")

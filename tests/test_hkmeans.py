@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 
+import faiss
 import numpy as np
 import pytest
 
-from selectbench import hkmeans as H
-from selectbench.common import UserError
+from selectbench.core.errors import UserError
+from selectbench.curation.hkm import __main__, fit, kmeans, sample
+from selectbench.curation.hkm import tree as tree_mod
 
 # The test machine is a shared 2-core box where multi-threaded faiss/BLAS calls stall on each
 # other; one thread keeps the suite fast and its timings stable.
@@ -28,7 +30,7 @@ def blobs():
 @pytest.fixture(scope="module")
 def blob_tree(blobs):
     x, _ = blobs
-    return H.fit(x, [200, 20], seed=0, threads=T)
+    return fit.fit(x, [200, 20], seed=0, threads=T)
 
 
 def shares(idx, group):
@@ -50,7 +52,7 @@ def test_balanced_draw_is_close_to_uniform_across_groups(blobs, blob_tree):
     # (below) gives the smallest group 0.01 and KL 0.64.
     x, group = blobs
     for leaf in ("random", "closest"):
-        idx = H.balanced_sample(blob_tree, 500, leaf=leaf, seed=0)
+        idx = sample.balanced_sample(blob_tree, 500, leaf=leaf, seed=0)
         p = shares(idx, group)
         assert len(idx) == 500
         assert p.min() > 0.05, (leaf, p)
@@ -83,22 +85,22 @@ def test_closest_leaf_takes_points_nearest_the_centroid():
     # One level, one cluster, no resampling (which would move the centroid to the mean of a
     # closest-first sample): the closest draw is exactly the points nearest the mean.
     x = np.arange(11, dtype=np.float32)[:, None]
-    tree = H.fit(x, [1], resample_steps=0, threads=T)
-    np.testing.assert_array_equal(H.balanced_sample(tree, 3, leaf="closest"), [4, 5, 6])
+    tree = fit.fit(x, [1], resample_steps=0, threads=T)
+    np.testing.assert_array_equal(sample.balanced_sample(tree, 3, leaf="closest"), [4, 5, 6])
 
 
 # ------------------------------------------------------------------------------ water filling
 
 
 def test_water_fill_known_answers():
-    np.testing.assert_array_equal(H.water_fill(np.array([5, 1, 3, 10]), 12), [4, 1, 3, 4])
+    np.testing.assert_array_equal(sample.water_fill(np.array([5, 1, 3, 10]), 12), [4, 1, 3, 4])
     # One unit left over after the equal share goes to the largest uncapped bin.
-    np.testing.assert_array_equal(H.water_fill(np.array([5, 1, 3, 10]), 11), [3, 1, 3, 4])
+    np.testing.assert_array_equal(sample.water_fill(np.array([5, 1, 3, 10]), 11), [3, 1, 3, 4])
     # Among equal sizes the lower index gets it.
-    np.testing.assert_array_equal(H.water_fill(np.array([2, 2, 2]), 4), [2, 1, 1])
-    np.testing.assert_array_equal(H.water_fill(np.array([2, 0, 7]), 100), [2, 0, 7])
-    np.testing.assert_array_equal(H.water_fill(np.array([4, 4]), 0), [0, 0])
-    assert H.water_fill(np.array([], dtype=int), 5).shape == (0,)
+    np.testing.assert_array_equal(sample.water_fill(np.array([2, 2, 2]), 4), [2, 1, 1])
+    np.testing.assert_array_equal(sample.water_fill(np.array([2, 0, 7]), 100), [2, 0, 7])
+    np.testing.assert_array_equal(sample.water_fill(np.array([4, 4]), 0), [0, 0])
+    assert sample.water_fill(np.array([], dtype=int), 5).shape == (0,)
 
 
 def _greedy_water_fill(sizes, n):
@@ -116,7 +118,7 @@ def test_water_fill_matches_unit_by_unit_filling():
     for _ in range(200):
         sizes = rng.integers(0, 12, size=rng.integers(1, 9))
         n = int(rng.integers(0, sizes.sum() + 5))
-        alloc = H.water_fill(sizes, n)
+        alloc = sample.water_fill(sizes, n)
         assert alloc.sum() == min(n, sizes.sum())
         assert (alloc <= sizes).all() and (alloc >= 0).all()
         np.testing.assert_array_equal(alloc, _greedy_water_fill(sizes, n))
@@ -124,11 +126,11 @@ def test_water_fill_matches_unit_by_unit_filling():
 
 def test_water_fill_rejects_bad_input():
     with pytest.raises(UserError):
-        H.water_fill(np.array([1, -1]), 1)
+        sample.water_fill(np.array([1, -1]), 1)
     with pytest.raises(UserError):
-        H.water_fill(np.ones((2, 2), dtype=int), 1)
+        sample.water_fill(np.ones((2, 2), dtype=int), 1)
     with pytest.raises(UserError):
-        H.water_fill(np.array([1, 2]), -1)
+        sample.water_fill(np.array([1, 2]), -1)
 
 
 # ------------------------------------------------------------------------------ exact budgets
@@ -137,7 +139,7 @@ def test_water_fill_rejects_bad_input():
 def test_exact_totals_sorted_unique(blob_tree):
     n_points = blob_tree.n_points
     for n in (0, 1, 7, 499, 500, 14399, n_points, n_points + 1000):
-        idx = H.balanced_sample(blob_tree, n, seed=3)
+        idx = sample.balanced_sample(blob_tree, n, seed=3)
         assert len(idx) == min(n, n_points)
         assert idx.dtype == np.int64
         assert (np.diff(idx) > 0).all()
@@ -147,20 +149,20 @@ def test_exact_totals_sorted_unique(blob_tree):
 
 def test_multiplier_allows_repeats_up_to_the_cap(blob_tree):
     n_points = blob_tree.n_points
-    idx = H.balanced_sample(blob_tree, n_points + 500, multiplier=2, seed=0)
+    idx = sample.balanced_sample(blob_tree, n_points + 500, multiplier=2, seed=0)
     assert len(idx) == n_points + 500
     assert (np.diff(idx) >= 0).all()
     assert np.bincount(idx).max() == 2
-    assert len(H.balanced_sample(blob_tree, 10 * n_points, multiplier=2)) == 2 * n_points
+    assert len(sample.balanced_sample(blob_tree, 10 * n_points, multiplier=2)) == 2 * n_points
     with pytest.raises(UserError):
-        H.balanced_sample(blob_tree, 5, multiplier=0)
+        sample.balanced_sample(blob_tree, 5, multiplier=0)
 
 
 def test_sample_rejects_bad_arguments(blob_tree):
     with pytest.raises(UserError):
-        H.balanced_sample(blob_tree, -1)
+        sample.balanced_sample(blob_tree, -1)
     with pytest.raises(UserError):
-        H.balanced_sample(blob_tree, 5, leaf="farthest")
+        sample.balanced_sample(blob_tree, 5, leaf="farthest")
 
 
 # ------------------------------------------------------------------------------ determinism
@@ -169,15 +171,15 @@ def test_sample_rejects_bad_arguments(blob_tree):
 def test_same_seed_same_result_other_seed_differs():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((1500, 8)).astype(np.float32)
-    a = H.fit(x, [30, 5], seed=7, threads=T)
-    b = H.fit(x, [30, 5], seed=7, threads=T)
+    a = fit.fit(x, [30, 5], seed=7, threads=T)
+    b = fit.fit(x, [30, 5], seed=7, threads=T)
     for u, v in zip(a.assignments, b.assignments):
         np.testing.assert_array_equal(u, v)
     for u, v in zip(a.centroids, b.centroids):
         np.testing.assert_array_equal(u, v)
-    np.testing.assert_array_equal(H.balanced_sample(a, 200, seed=1), H.balanced_sample(b, 200, seed=1))
-    assert not np.array_equal(H.balanced_sample(a, 200, seed=1), H.balanced_sample(a, 200, seed=2))
-    c = H.fit(x, [30, 5], seed=8, threads=T)
+    np.testing.assert_array_equal(sample.balanced_sample(a, 200, seed=1), sample.balanced_sample(b, 200, seed=1))
+    assert not np.array_equal(sample.balanced_sample(a, 200, seed=1), sample.balanced_sample(a, 200, seed=2))
+    c = fit.fit(x, [30, 5], seed=8, threads=T)
     assert not np.array_equal(a.assignments[0], c.assignments[0])
 
 
@@ -194,7 +196,7 @@ def test_options_run_and_chunking_keeps_the_partition():
         dict(sample_size=[5], resample_steps=2),
     ]
     for kw in variants:
-        tree = H.fit(x, [3], seed=0, threads=T, **kw)
+        tree = fit.fit(x, [3], seed=0, threads=T, **kw)
         lab = tree.assignments[0]
         # Same partition up to relabelling: each true blob maps to one cluster and vice versa.
         pairs = set(zip(truth.tolist(), lab.tolist()))
@@ -212,9 +214,9 @@ def test_subsampled_seeding_still_balances_groups_of_very_different_sizes(blobs)
     # random draw.
     x, group = blobs
     for seed in (0, 1):
-        tree = H.fit(x, [200, 20], seed=seed, threads=T, init_sample=16)
+        tree = fit.fit(x, [200, 20], seed=seed, threads=T, init_sample=16)
         assert tree.n_clusters == [200, 20]
-        p = shares(H.balanced_sample(tree, 500, seed=0), group)
+        p = shares(sample.balanced_sample(tree, 500, seed=0), group)
         assert p.min() > 0.04, (seed, p)
         assert kl_to_uniform(p) < 0.2, (seed, p)
 
@@ -224,8 +226,8 @@ def test_seeding_options_are_deterministic_and_change_the_draw():
     x = rng.standard_normal((3000, 6)).astype(np.float32)
     runs = {}
     for kw in (dict(init_sample=None), dict(init_sample=4), dict(init_sample=4, init_trials=1)):
-        a = H.fit(x, [60, 6], seed=3, threads=T, **kw)
-        b = H.fit(x, [60, 6], seed=3, threads=T, **kw)
+        a = fit.fit(x, [60, 6], seed=3, threads=T, **kw)
+        b = fit.fit(x, [60, 6], seed=3, threads=T, **kw)
         for u, v in zip(a.assignments + a.centroids, b.assignments + b.centroids):
             np.testing.assert_array_equal(u, v)
         runs[str(kw)] = a.assignments[0]
@@ -237,8 +239,8 @@ def test_seeding_options_are_deterministic_and_change_the_draw():
 def test_subsample_larger_than_the_data_is_seeding_on_all_points():
     # init_sample * K >= N: the subsample would be everything, so the run is the unsampled one.
     x = np.random.default_rng(6).standard_normal((500, 4)).astype(np.float32)
-    a = H.fit(x, [20], seed=1, threads=T, init_sample=25)
-    b = H.fit(x, [20], seed=1, threads=T, init_sample=None)
+    a = fit.fit(x, [20], seed=1, threads=T, init_sample=25)
+    b = fit.fit(x, [20], seed=1, threads=T, init_sample=None)
     np.testing.assert_array_equal(a.assignments[0], b.assignments[0])
     np.testing.assert_array_equal(a.centroids[0], b.centroids[0])
 
@@ -253,8 +255,8 @@ def test_subsample_with_too_few_distinct_points_falls_back_to_all_points():
 
     for seed in range(5):
         with warnings.catch_warnings():
-            warnings.simplefilter("error", H.ClusterCountWarning)
-            tree = H.fit(x, [2], seed=seed, threads=T, init_sample=1, resample_steps=0)
+            warnings.simplefilter("error", fit.ClusterCountWarning)
+            tree = fit.fit(x, [2], seed=seed, threads=T, init_sample=1, resample_steps=0)
         assert tree.n_clusters == [2]
         assert np.bincount(tree.assignments[0]).tolist() in ([999, 1], [1, 999])
 
@@ -288,8 +290,8 @@ def test_incremental_lloyd_matches_full_lloyd(n_iter):
     rng = np.random.default_rng(7)
     x = np.concatenate([rng.normal(m, 1.0, (300, 5)) for m in rng.normal(0, 2, (6, 5))]).astype(np.float32)
     c0 = x[rng.choice(len(x), 25, replace=False)].copy()
-    assigner = H._Assigner(5, 65536, False)
-    c, lab, sqd = H._lloyd_incremental(x, c0.copy(), n_iter, assigner, 65536)
+    assigner = kmeans._Assigner(5, 65536, False)
+    c, lab, sqd = kmeans._lloyd_incremental(x, c0.copy(), n_iter, assigner, 65536)
     c_ref, lab_ref = _plain_lloyd(x, c0.copy(), n_iter)
     np.testing.assert_array_equal(lab, lab_ref)
     np.testing.assert_allclose(c, c_ref, rtol=1e-5, atol=1e-5)
@@ -300,8 +302,8 @@ def test_thread_count_does_not_change_the_result():
     # With 2 threads the assignment blocks run on two Python threads (single-threaded BLAS);
     # every row's numbers are the same, so the tree must be identical.
     x = np.random.default_rng(9).standard_normal((4000, 12)).astype(np.float32)
-    a = H.fit(x, [60, 6], seed=2, threads=1, chunk=500)
-    b = H.fit(x, [60, 6], seed=2, threads=2, chunk=500)
+    a = fit.fit(x, [60, 6], seed=2, threads=1, chunk=500)
+    b = fit.fit(x, [60, 6], seed=2, threads=2, chunk=500)
     for u, v in zip(a.assignments + a.centroids, b.assignments + b.centroids):
         np.testing.assert_array_equal(u, v)
 
@@ -311,8 +313,8 @@ def test_blas_assignment_agrees_with_faiss():
     x = rng.standard_normal((5000, 16)).astype(np.float32)
     c = rng.standard_normal((70, 16)).astype(np.float32)
     for chunk in (65536, 1000, 7):
-        lab, sqd = H._Assigner(16, chunk, False)(x, c)
-        index = H.faiss.IndexFlatL2(16)
+        lab, sqd = kmeans._Assigner(16, chunk, False)(x, c)
+        index = faiss.IndexFlatL2(16)
         index.add(c)
         d_ref, i_ref = index.search(x, 1)
         np.testing.assert_array_equal(lab, i_ref[:, 0])
@@ -324,36 +326,36 @@ def test_blas_assignment_agrees_with_faiss():
 
 def test_fewer_points_than_clusters_reduces_k_with_a_warning():
     x = np.random.default_rng(4).standard_normal((7, 3))
-    with pytest.warns(H.ClusterCountWarning, match="level 1: 10 clusters requested, 7"):
-        tree = H.fit(x, [10, 3], threads=T)
+    with pytest.warns(fit.ClusterCountWarning, match="level 1: 10 clusters requested, 7"):
+        tree = fit.fit(x, [10, 3], threads=T)
     assert tree.n_clusters == [7, 3]
     assert sorted(tree.assignments[0].tolist()) == list(range(7))
-    np.testing.assert_array_equal(H.balanced_sample(tree, 100), np.arange(7))
+    np.testing.assert_array_equal(sample.balanced_sample(tree, 100), np.arange(7))
 
 
 def test_all_duplicate_points():
     x = np.tile(np.array([[1.5, -2.0, 3.0]]), (50, 1))
-    with pytest.warns(H.ClusterCountWarning):
-        tree = H.fit(x, [5, 2], threads=T)
+    with pytest.warns(fit.ClusterCountWarning):
+        tree = fit.fit(x, [5, 2], threads=T)
     assert tree.n_clusters == [1, 1]
     np.testing.assert_allclose(tree.centroids[0], [[1.5, -2.0, 3.0]], rtol=1e-6)
-    idx = H.balanced_sample(tree, 10, seed=0)
+    idx = sample.balanced_sample(tree, 10, seed=0)
     assert len(idx) == 10 and len(np.unique(idx)) == 10
 
 
 def test_partly_duplicate_points_keep_one_cluster_per_distinct_value():
     x = np.repeat(np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]), 20, axis=0)
-    with pytest.warns(H.ClusterCountWarning):
-        tree = H.fit(x, [6], threads=T)
+    with pytest.warns(fit.ClusterCountWarning):
+        tree = fit.fit(x, [6], threads=T)
     assert tree.n_clusters == [3]
     assert len(set(zip(np.repeat(np.arange(3), 20).tolist(), tree.assignments[0].tolist()))) == 3
 
 
 def test_single_point():
-    with pytest.warns(H.ClusterCountWarning):
-        tree = H.fit(np.array([[1.0, 2.0]]), [4, 2], threads=T)
+    with pytest.warns(fit.ClusterCountWarning):
+        tree = fit.fit(np.array([[1.0, 2.0]]), [4, 2], threads=T)
     assert tree.n_clusters == [1, 1]
-    np.testing.assert_array_equal(H.balanced_sample(tree, 5), [0])
+    np.testing.assert_array_equal(sample.balanced_sample(tree, 5), [0])
 
 
 @pytest.mark.parametrize(
@@ -380,7 +382,7 @@ def test_single_point():
 )
 def test_bad_input_is_a_user_error(x, levels, kw):
     with pytest.raises(UserError):
-        H.fit(x, levels, **kw)
+        fit.fit(x, levels, **kw)
 
 
 # ------------------------------------------------------------------------------ persistence
@@ -389,18 +391,18 @@ def test_bad_input_is_a_user_error(x, levels, kw):
 def test_tree_save_load_round_trip(tmp_path, blob_tree):
     p = tmp_path / "t.npz"
     blob_tree.save(p)
-    back = H.Tree.load(p)
+    back = tree_mod.Tree.load(p)
     assert back.levels_requested == [200, 20]
     for u, v in zip(blob_tree.assignments, back.assignments):
         np.testing.assert_array_equal(u, v)
     for u, v in zip(blob_tree.centroids, back.centroids):
         np.testing.assert_array_equal(u, v)
-    np.testing.assert_array_equal(H.balanced_sample(blob_tree, 300, seed=4), H.balanced_sample(back, 300, seed=4))
+    np.testing.assert_array_equal(sample.balanced_sample(blob_tree, 300, seed=4), sample.balanced_sample(back, 300, seed=4))
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(UserError):
-        H.Tree.load(tmp_path / "other.npz")
+        tree_mod.Tree.load(tmp_path / "other.npz")
     with pytest.raises(UserError):
-        H.Tree.load(tmp_path / "missing.npz")
+        tree_mod.Tree.load(tmp_path / "missing.npz")
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -411,11 +413,11 @@ def test_cli_writes_outputs(tmp_path, blobs):
     emb = tmp_path / "emb.npy"
     np.save(emb, x[::2])
     out = tmp_path / "out"
-    H.main([str(emb), "--n", "200", "--levels", "40,5", "--out", str(out), "--seed", "1",
+    __main__.main([str(emb), "--n", "200", "--levels", "40,5", "--out", str(out), "--seed", "1",
             "--resample-steps", "3", "--threads", "1", "--no-progress", "--init-sample", "8"])
     idx = np.load(out / "indices.npy")
     assert len(idx) == 200 and (np.diff(idx) > 0).all()
-    tree = H.Tree.load(out / "tree.npz")
+    tree = tree_mod.Tree.load(out / "tree.npz")
     assert tree.n_points == len(x[::2])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_selected"] == 200
@@ -451,13 +453,13 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args):
     np.save(paths["nan"], bad)
     argv = [a.format(**{k: str(v) for k, v in paths.items()}) for a in args]
     with pytest.raises(SystemExit) as e:
-        H.main(argv + ["--out", str(tmp_path / "o"), "--threads", "1", "--no-progress"])
+        __main__.main(argv + ["--out", str(tmp_path / "o"), "--threads", "1", "--no-progress"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
 
 
-@pytest.mark.skipif(H.faiss.get_num_gpus() > 0, reason="a GPU is visible to faiss")
+@pytest.mark.skipif(faiss.get_num_gpus() > 0, reason="a GPU is visible to faiss")
 def test_gpu_request_without_a_gpu_is_a_user_error():
     with pytest.raises(UserError, match="gpu"):
-        H.fit(np.zeros((5, 2)), [2], gpu=True)
+        fit.fit(np.zeros((5, 2)), [2], gpu=True)

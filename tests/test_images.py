@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from selectbench import full
-from selectbench.common import UserError
-from selectbench.images import LazyImages, Subset, from_pointer, open_images, take, write_pointer
-from selectbench.sources import PathSource
+from selectbench.core.errors import UserError
+from selectbench.core.images import Subset, open_images, take
+from selectbench.full import build
+from selectbench.full.decode import PathSource
+from selectbench.full.pointer import LazyImages, from_pointer, write_pointer
 
 
 def _files(root, n, broken=()):
@@ -88,15 +89,15 @@ def test_subset_and_take_work_on_arrays_and_lazy_images(tmp_path):
 def test_full_profile_inputs_fail_with_one_line(tmp_path):
     p = {"full": {"image_size": 36, "decode_workers": 1}}
     with pytest.raises(UserError, match="multiple of 8"):
-        full.settings(p)
+        build.settings(p)
     p["full"]["image_size"] = 16
     with pytest.raises(UserError, match="full.image_size"):
-        full.settings(p)
+        build.settings(p)
     p["full"].update(image_size=32, imagenet={"train": None, "val": None})
     with pytest.raises(UserError, match="full.imagenet.train: is null"):
-        full.build_raw(p, [{"wnid": "n1", "name": "a"}], tmp_path)
+        build.build_raw(p, [{"wnid": "n1", "name": "a"}], tmp_path)
     p["full"]["imagenet"]["train"] = str(tmp_path / "nowhere")
     with pytest.raises(UserError, match="not found"):
-        full.build_raw(p, [{"wnid": "n1", "name": "a"}], tmp_path)
+        build.build_raw(p, [{"wnid": "n1", "name": "a"}], tmp_path)
     with pytest.raises(UserError, match="wnid"):
-        full.build_raw(p, [{"wnid": "n1"}, {"name": "b"}], tmp_path)
+        build.build_raw(p, [{"wnid": "n1"}, {"name": "b"}], tmp_path)

@@ -17,8 +17,10 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 
-from selectbench import pool as P
-from selectbench.common import UserError
+from selectbench.core.errors import UserError
+from selectbench.embedded import captions, clipart, config, emoji, fmnist, pool
+from selectbench.embedded import crowd as crowd_sim
+from selectbench.embedded import meta as meta_files
 from stages.pool import main
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
@@ -76,7 +78,7 @@ def clip_root(tmp_path_factory) -> Path:
 
 
 def _cfg(clip_root: Path, **over) -> dict:
-    cfg = copy.deepcopy(P.default_cfg())
+    cfg = copy.deepcopy(config.default_cfg())
     cfg["workers"] = 1
     cfg["fmnist"]["n"] = 300
     cfg["clipart"].update(root=str(clip_root), max=50)
@@ -122,7 +124,7 @@ def test_same_params_give_byte_identical_outputs_with_any_worker_count(built, tm
         cfg = copy.deepcopy(built["cfg"])
         cfg["workers"] = workers
         out = tmp_path / f"w{workers}"
-        P.build_pool(built["train"], cfg, out / "pool", out / "natural")
+        pool.build_pool(built["train"], cfg, out / "pool", out / "natural")
         for rel in OUTPUTS:
             assert filecmp.cmp(built["dir"] / rel, out / rel, shallow=False), (workers, rel)
 
@@ -133,7 +135,7 @@ def test_output_contract(built):
     assert list(meta.columns) == ["sample_id", "source", "origin", "caption", "true_label"]
     assert meta["true_label"].dtype == np.int64
     assert meta["sample_id"].tolist() == [f"pool:{i:07d}" for i in range(len(meta))]
-    assert set(meta["source"]) <= set(P.SOURCES)
+    assert set(meta["source"]) <= set(config.SOURCES)
     assert (meta.loc[meta["source"] != "fmnist", "true_label"] == -1).all()
     assert meta.loc[meta["source"] == "mnist", "caption"].str.contains(r"\d").all()
     # Base format: bright object on a black border.
@@ -159,18 +161,18 @@ def test_pool_uses_only_part1_rows(built):
 def test_zipf_head_that_does_not_fit_part1_is_a_one_line_error(clip_root, tmp_path):
     # 300 items at exponent 1 need 103 rows of the top class; only 50 part==1 rows per class exist.
     with pytest.raises(UserError, match=r"^pool\.fmnist\.n: .*only 50 part==1 rows"):
-        P.build_pool(_train(per_class_part1=50), _cfg(clip_root), tmp_path / "p", tmp_path / "n")
+        pool.build_pool(_train(per_class_part1=50), _cfg(clip_root), tmp_path / "p", tmp_path / "n")
 
 
 def test_zipf_skew():
     rng = np.random.default_rng(0)
-    counts, order = P.zipf_counts(8000, 10, 1.0, rng)
+    counts, order = fmnist.zipf_counts(8000, 10, 1.0, rng)
     ranked = counts[order]
     assert counts.sum() == 8000 and (np.diff(ranked) <= 0).all()
     assert ranked[0] / ranked[-1] == pytest.approx(10, rel=0.01)
     slope = -np.polyfit(np.log(np.arange(1, 11)), np.log(ranked), 1)[0]
     assert slope == pytest.approx(1.0, abs=0.01)
-    flat, _ = P.zipf_counts(8000, 10, 0.0, rng)
+    flat, _ = fmnist.zipf_counts(8000, 10, 0.0, rng)
     assert (flat == 800).all()
 
 
@@ -181,12 +183,12 @@ def test_built_pool_class_histogram_is_skewed(built):
 
 
 def test_caption_noise_rates_are_realised():
-    classes = P.load_classes(P.META_DIR)
+    classes = meta_files.load_classes(meta_files.META_DIR)
     labels = np.random.default_rng(1).integers(0, 10, 6000)
     ccfg = {"wrong_class_rate": 0.2, "no_class_word_rate": 0.15, "several_classes_rate": 0.1,
             "sibling_share": 0.7, "synonym_rate": 0.5, "extra_word_rate": 0.5}
-    caps, kinds = P.make_captions(labels, classes, ccfg, np.random.default_rng(2))
-    realised = P.caption_kind_realised(caps, labels, classes)
+    caps, kinds = captions.make_captions(labels, classes, ccfg, np.random.default_rng(2))
+    realised = captions.caption_kind_realised(caps, labels, classes)
     # Filler words never name a class, so a matcher sees exactly the intended kind ...
     assert (realised == kinds).all()
     # ... and the rates match the params within ~4 binomial standard deviations.
@@ -204,8 +206,8 @@ def test_caption_noise_rates_are_realised():
 
 
 def test_filler_words_and_matcher():
-    classes = P.load_classes(P.META_DIR)
-    for words in (P._COLOURS, P._MATERIALS, P._ADJECTIVES, P._BRANDS, P._WHO, P._EXTRAS):
+    classes = meta_files.load_classes(meta_files.META_DIR)
+    for words in (captions._COLOURS, captions._MATERIALS, captions._ADJECTIVES, captions._BRANDS, captions._WHO, captions._EXTRAS):
         for w in words:
             assert not classes.mentioned(w), w
     assert classes.mentioned("navy t-shirt") == {0}  # not also "shirt"
@@ -238,13 +240,13 @@ def test_clipart_decode_errors_are_classified(tmp_path):
     data = _png(im)
     (tmp_path / "ok.png").write_bytes(data)
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    _, arr, status, _ = P.load_clipart((str(tmp_path), "ok.png"))
+    _, arr, status, _ = clipart.load_clipart((str(tmp_path), "ok.png"))
     assert status == "ok" and arr.shape == (28, 28)
     # A 40x20 bar becomes a bright 28x14 bar, centred.
     rows, cols = np.flatnonzero(arr.max(1) > 100), np.flatnonzero(arr.max(0) > 100)
     assert cols.min() == 0 and cols.max() == 27 and 12 <= rows.size <= 16 and rows.min() >= 6
-    assert P.load_clipart((str(tmp_path), "cut.png"))[2] == "truncated"
-    assert P.load_clipart((str(tmp_path), "gone.png"))[2] == "missing"
+    assert clipart.load_clipart((str(tmp_path), "cut.png"))[2] == "truncated"
+    assert clipart.load_clipart((str(tmp_path), "gone.png"))[2] == "missing"
 
 
 @pytest.mark.skipif(not OPENCLIPART.is_dir(), reason="openclipart-png not installed")
@@ -279,24 +281,24 @@ def test_crowd_labels_follow_openimages_format(built):
     crowd, meta = built["crowd"], built["meta"]
     assert list(crowd.columns) == ["ImageID", "Source", "LabelName", "Confidence"]
     assert set(crowd["ImageID"]) <= set(meta["sample_id"])
-    assert set(crowd["Source"]) == {P.CROWD_VERIFIED_SOURCE, P.CROWD_MACHINE_SOURCE}
-    verified = crowd["Source"] == P.CROWD_VERIFIED_SOURCE
+    assert set(crowd["Source"]) == {crowd_sim.CROWD_VERIFIED_SOURCE, crowd_sim.CROWD_MACHINE_SOURCE}
+    verified = crowd["Source"] == crowd_sim.CROWD_VERIFIED_SOURCE
     assert set(crowd.loc[verified, "Confidence"]) == {0.0, 1.0}
     assert crowd.loc[~verified, "Confidence"].between(0.1, 0.9).all()
-    vocab = pd.read_csv(P.META_DIR / "crowd_vocab.csv")
+    vocab = pd.read_csv(meta_files.META_DIR / "crowd_vocab.csv")
     assert set(crowd["LabelName"]) <= set(vocab["LabelName"])
 
 
 def test_crowd_simulation_has_openimages_character():
-    classes = P.load_classes(P.META_DIR)
-    vocab = P.load_vocab(P.META_DIR)
-    mapping = P.load_mapping(P.META_DIR, vocab, 10)
+    classes = meta_files.load_classes(meta_files.META_DIR)
+    vocab = meta_files.load_vocab(meta_files.META_DIR)
+    mapping = meta_files.load_mapping(meta_files.META_DIR, vocab, 10)
     labels = np.repeat(np.arange(10), 300)
     ids = [f"pool:{i:07d}" for i in range(len(labels))]
     sib = {classes.names[c]: [classes.names[s] for s in classes.siblings[c]] for c in range(10)}
-    ccfg = P.validate_cfg(P.default_cfg())["crowd"]
-    crowd = P.simulate_crowd(ids, [classes.names[c] for c in labels], vocab, sib, ccfg, np.random.default_rng(0))
-    summary = P.crowd_summary(crowd, mapping, dict(zip(ids, labels.tolist())), classes.names)
+    ccfg = config.validate_cfg(config.default_cfg())["crowd"]
+    crowd = crowd_sim.simulate_crowd(ids, [classes.names[c] for c in labels], vocab, sib, ccfg, np.random.default_rng(0))
+    summary = crowd_sim.crowd_summary(crowd, mapping, dict(zip(ids, labels.tolist())), classes.names)
     per_class = summary["mapped_verified_positive_per_class"]
     # Classes without a label in the other schema stay empty; generic "Clothing" (-> shirt) pulls
     # in every garment, so shirt dwarfs the median class even though all classes are equal here.
@@ -310,20 +312,20 @@ def test_crowd_simulation_has_openimages_character():
 
 
 def test_checked_in_metadata_is_consistent():
-    classes = P.load_classes(P.META_DIR)
-    vocab = P.load_vocab(P.META_DIR)
-    mapping = P.load_mapping(P.META_DIR, vocab, 10)
+    classes = meta_files.load_classes(meta_files.META_DIR)
+    vocab = meta_files.load_vocab(meta_files.META_DIR)
+    mapping = meta_files.load_mapping(meta_files.META_DIR, vocab, 10)
     assert sorted(set(mapping.values())) == [0, 1, 3, 4, 5, 6, 7, 8]
-    entries = P.load_natural_map(P.META_DIR, classes)
+    entries = meta_files.load_natural_map(meta_files.META_DIR, classes)
     keys = [(e.source, e.key) for e in entries]
     assert len(keys) == len(set(keys))
     if OPENCLIPART.is_dir():
         for e in entries:
             if e.source == "clipart":
                 assert (OPENCLIPART / e.key).is_file(), e.key
-    emoji_test = Path(P.default_cfg()["emoji"]["test_file"])
+    emoji_test = Path(config.default_cfg()["emoji"]["test_file"])
     if emoji_test.is_file():
-        known = {e.cps for e in P.parse_emoji_test(emoji_test)}
+        known = {e.cps for e in emoji.parse_emoji_test(emoji_test)}
         assert all(e.key in known for e in entries if e.source == "emoji")
 
 

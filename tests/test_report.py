@@ -1,13 +1,14 @@
 """selectbench.report: tables and the findings check on hand-made metrics (known answers)."""
 import numpy as np
 
-from selectbench import report as R
+from selectbench.evaluation.report import findings, tables
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+FINE = {"t-shirt", "pullover", "coat", "shirt"}
 
 
 def _m(top1, gini, noise_est, noise_exact, is_=1.0, cmmd=0.1, fine_noise=0.4, other_noise=0.1):
-    pc = [fine_noise if c in R.FINE_GRAINED else other_noise for c in CLASSES]
+    pc = [fine_noise if c in FINE else other_noise for c in CLASSES]
     return {"status": "ok", "top1": top1, "images": 100, "coverage": 10,
             "corruption": {"mean_top1": top1 / 2, "error_table": [[1 - top1 / 2] * 5] * 15},
             "per_class_accuracy": [top1] * 10, "natural": {"top1": top1}, "transfer": {"mean": 0.8, "ci95": [0.7, 0.9]},
@@ -18,7 +19,7 @@ def _m(top1, gini, noise_est, noise_exact, is_=1.0, cmmd=0.1, fine_noise=0.4, ot
 
 def _findings(mets):
     costs = {s: {} for s in mets}
-    return {f["claim"]: f for f in R.findings(R.utility_table(mets, costs), R.dataset_table(mets, costs), mets, CLASSES)}
+    return {f["claim"]: f for f in findings.findings(tables.utility_table(mets, costs), tables.dataset_table(mets, costs), mets, CLASSES, FINE)}
 
 
 def test_findings_follow_the_numbers():
@@ -48,7 +49,7 @@ def test_findings_flip_and_missing_shifts_are_not_dropped():
     assert f["img2img beats txt2img"]["holds"] is False
     assert f["Embedding/text search from a web pool beats synthetic generation"]["holds"] is None
     assert f["Validation: the truth-free noise estimate ranks shifts like the exact noise"]["holds"] is False
-    util = R.utility_table(mets, {s: {} for s in mets})
+    util = tables.utility_table(mets, {s: {} for s in mets})
     assert util.loc["sd_txt2img", "status"] == "missing" and np.isnan(util.loc["sd_txt2img", "top1"])
 
 
@@ -57,7 +58,7 @@ def test_flat_table_has_every_scalar_metric_and_keeps_missing_shifts():
     m["top5"] = 0.99
     mets = {"in": m, "gone": None}
     costs = {"in": {"curate": {"wall_s": 1.5, "cpu_s": 1.2}, "evaluate": {"wall_s": 20.0}}, "gone": {}}
-    t = R.flat_table(mets, costs, R.utility_table(mets, costs))
+    t = tables.flat_table(mets, costs, tables.utility_table(mets, costs))
     assert t.loc["in", "top5"] == 0.99 and t.loc["in", "quality.cmmd"] == 0.1
     assert t.loc["in", "label_noise.per_class_exact.0"] == 0.4  # t-shirt is fine-grained
     assert t.loc["in", "cost.curate.cpu_s"] == 1.2 and t.loc["in", "cost.evaluate.wall_s"] == 20.0
@@ -70,8 +71,8 @@ def test_mce_skips_corruptions_the_baseline_never_errs_on():
     base, other = _m(0.9, 0.0, 0.05, 0.04), _m(0.8, 0.0, 0.05, 0.04)
     base["corruption"]["error_table"] = [[0.0] * 5] + [[0.2] * 5] * 14  # `in` perfect on corruption 0
     other["corruption"]["error_table"] = [[0.5] * 5] + [[0.4] * 5] * 14
-    util = R.utility_table({"in": base, "other": other}, {"in": {}, "other": {}})
+    util = tables.utility_table({"in": base, "other": other}, {"in": {}, "other": {}})
     assert util.loc["other", "mCE_vs_in"] == 2.0 and util.loc["in", "mCE_vs_in"] == 1.0
     assert (util["mCE_corruptions"] == 14).all()
     base["corruption"]["error_table"] = [[0.0] * 5] * 15
-    assert np.isnan(R.utility_table({"in": base, "other": other}, {"in": {}, "other": {}}).loc["other", "mCE_vs_in"])
+    assert np.isnan(tables.utility_table({"in": base, "other": other}, {"in": {}, "other": {}}).loc["other", "mCE_vs_in"])

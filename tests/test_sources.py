@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gzip
 import io
 import os
 from collections import Counter
@@ -10,23 +9,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from selectbench.common import INDEX_COLUMNS, UserError
-from selectbench.sources import (
-    FASHION_MNIST_DIR,
-    FashionMNISTSource,
-    ImageFolderSource,
-    LaionSource,
-    OpenImagesLabels,
-    Source,
-    decode_image,
-    imagenet_a,
-    imagenet_r,
-    imagenet_sketch,
-    imagenet_v2,
-    read_idx,
-    sha256,
-    to_array,
-)
+from selectbench.core.errors import UserError
+from selectbench.core.index import INDEX_COLUMNS
+from selectbench.core.openimages import OpenImagesLabels
+from selectbench.full.decode import Source, decode_image, to_array
+from selectbench.full.imagefolder import ImageFolderSource, imagenet_a, imagenet_r, imagenet_sketch, imagenet_v2
+from selectbench.full.laion import LaionSource
 
 try:
     from tests import fixtures as fx
@@ -179,9 +167,6 @@ def test_laion_meta_embeddings_and_images(tmp_path):
     assert list(img[:, 0]) == list(range(10)) and list(txt[:, 0]) == [-i for i in range(10)]
     np.testing.assert_array_equal(img[3], fx.laion_embedding("img", 3, f.dim))
     np.testing.assert_array_equal(src.embeddings("img", rows=[7, 2, 5])[:, 0], [7, 2, 5])
-    batches = list(src.iter_embeddings("text", batch=3))
-    assert [s for s, _ in batches] == [0, 3, 6, 9] and [len(b) for _, b in batches] == [3, 3, 3, 1]
-    np.testing.assert_array_equal(np.concatenate([b for _, b in batches]), txt)
 
     got = dict(src.load(range(10)))
     assert list(got) == list(range(10))
@@ -308,56 +293,3 @@ def test_openimages_input_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------- Fashion-MNIST / IDX
-
-
-def test_fashion_mnist_fixture(tmp_path):
-    f = fx.write_fashion_mnist(tmp_path)
-    tr = FashionMNISTSource(f.dir, "train")
-    te = FashionMNISTSource(f.dir, "test")
-    assert isinstance(tr, Source)
-    m = _check_meta(tr, 6)
-    assert list(m["label"]) == list(f.train_labels) and m["sample_id"][0] == "fashion_mnist:train/00000"
-    assert len(te) == 4 and te.meta()["sample_id"][3] == "fashion_mnist:test/00003"
-    (r, img), = list(tr.load([2]))
-    assert r == 2 and img.mode == "L" and np.array_equal(np.asarray(img), f.train_images[2])
-    sums = tr.checksums()
-    assert sums["train-images-idx3-ubyte.gz"] == sha256(f.dir / "train-images-idx3-ubyte.gz") and len(sums) == 2
-
-
-def test_read_idx_validation(tmp_path):
-    arr = np.arange(24, dtype=">i4").reshape(2, 3, 4)
-    p = fx.write_idx(tmp_path / "ok.gz", arr)
-    out = read_idx(p)
-    assert out.dtype == np.int32 and out.dtype.isnative and np.array_equal(out, arr)
-    assert np.array_equal(read_idx(fx.write_idx(tmp_path / "plain", np.arange(5, dtype=np.uint8), gz=False)), np.arange(5))
-    good = fx.idx_bytes(np.zeros((3, 28, 28), np.uint8))
-    cases = {
-        "magic.gz": gzip.compress(b"\x01\x02" + good[2:]),
-        "short.gz": gzip.compress(good[:-10]),
-        "long.gz": gzip.compress(good + b"\0"),
-        "cut.gz": gzip.compress(good)[:-20],
-        "empty.gz": gzip.compress(b""),
-    }
-    for name, data in cases.items():
-        (tmp_path / name).write_bytes(data)
-        with pytest.raises(UserError, match=name):
-            read_idx(tmp_path / name)
-    with pytest.raises(UserError, match="not found"):
-        read_idx(tmp_path / "absent.gz")
-
-
-def test_fashion_mnist_mismatch_is_user_error(tmp_path):
-    f = fx.write_fashion_mnist(tmp_path)
-    fx.write_idx(f.dir / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
-    with pytest.raises(UserError, match="3 labels for 4 images"):
-        FashionMNISTSource(f.dir, "test")
-    fx.write_idx(f.dir / "t10k-labels-idx1-ubyte.gz", np.full(4, 10, np.uint8))
-    with pytest.raises(UserError, match="labels outside"):
-        FashionMNISTSource(f.dir, "test")
-
-
-@pytest.mark.skipif(not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(), reason="dataset-fashion-mnist not installed")
-def test_fashion_mnist_real_test_split():
-    src = FashionMNISTSource(FASHION_MNIST_DIR, "test")
-    assert len(src) == 10_000 and src.images.shape == (10_000, 28, 28)
-    assert np.bincount(src.labels).tolist() == [1000] * 10

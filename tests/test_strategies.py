@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from selectbench import strategies as S
-from selectbench.common import UserError
+from selectbench.core.classes import mentions
+from selectbench.core.errors import UserError
+from selectbench.curation import strategies as S
 
 
 def test_balanced_subset_takes_per_class_and_caps_short_classes():
@@ -40,7 +41,7 @@ def test_knn_transfer_dedup_modes_on_a_conflict():
 def test_class_mentions_whole_words_and_synonyms():
     syn = [["t-shirt", "tee"], ["coat", "jacket"], ["bag"]]
     caps = ["Red TEE for sale", "coat of arms", "teenager jacket", "handbag", "a bag and a tee", "nothing"]
-    m = S.class_mentions(caps, syn)
+    m = mentions(caps, syn)
     assert m.tolist() == [[True, False, False], [False, True, False], [False, True, False],
                           [False, False, False], [True, False, True], [False, False, False]]
     rows, labels = S.single_mention(m)

@@ -7,8 +7,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from selectbench import pool as P
-from stages import tasks as T
+from selectbench.embedded import clipart, emoji
+from selectbench.embedded import natural as natural_set
+from selectbench.evaluation import tasks as T
+from stages.tasks import main as tasks_main
 from tests.test_vtab import make_dtd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +59,7 @@ def test_clipart_task_keeps_the_natural_set_out(clip_root):
     held = "animals/animals_0.png"
     copy_of_natural = clip_root / "food" / "copy.png"
     copy_of_natural.write_bytes((clip_root / "animals/animals_1.png").read_bytes())  # same bytes, other name
-    near = P.load_clipart((str(clip_root), "animals/animals_2.png"))[1]
+    near = clipart.load_clipart((str(clip_root), "animals/animals_2.png"))[1]
     natural = {
         "clip_keys": {held},
         "clip_hashes": {hashlib.sha1((clip_root / "animals/animals_1.png").read_bytes()).hexdigest()},
@@ -68,7 +70,7 @@ def test_clipart_task_keeps_the_natural_set_out(clip_root):
     assert info["held_out_natural"] == 1
     assert info["skipped"]["duplicate_of_natural"] == 2  # animals_1 and its copy in food
     assert info["skipped"]["near_duplicate_of_natural"] == 1
-    assert not P.near_duplicates(x, natural["images"]).any()
+    assert not natural_set.near_duplicates(x, natural["images"]).any()
     assert names == ["animals", "food", "tools"] and np.bincount(y).tolist() == [13 - 3, 9, 3]
 
 
@@ -98,12 +100,12 @@ def test_emoji_task_groups_without_tone_variants_or_natural(tmp_path):
 
 @needs_emoji
 def test_real_emoji_task_excludes_the_real_natural_set():
-    natural = P.natural_holdout("/usr/share/openclipart/png", FONT, EMOJI_TEST)
+    natural = natural_set.natural_holdout("/usr/share/openclipart/png", FONT, EMOJI_TEST)
     assert natural["emoji_keys"]
     x, y, names, _ = T.emoji_task(EMOJI_TEST, FONT, natural, 50, 150, np.random.default_rng(0))
     assert len(names) >= 8 and np.bincount(y).max() <= 150 and np.bincount(y).min() >= 50
-    assert not P.near_duplicates(x, natural["images"]).any()
-    renders = {P.render_emoji((FONT, k))[1].tobytes() for k in sorted(natural["emoji_keys"])[:10]}
+    assert not natural_set.near_duplicates(x, natural["images"]).any()
+    renders = {emoji.render_emoji((FONT, k))[1].tobytes() for k in sorted(natural["emoji_keys"])[:10]}
     assert not renders & {im.tobytes() for im in x}
 
 
@@ -123,7 +125,7 @@ def test_stage_builds_the_contract_from_local_and_vtab_tasks(tmp_path, clip_root
     params["pool"]["clipart"]["root"] = str(clip_root)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "tasks"
-    T.main(["--params", str(tmp_path / "params.yaml"), "--out", str(out)])
+    tasks_main(["--params", str(tmp_path / "params.yaml"), "--out", str(out)])
     for name in ("digits", "clipart", "vtab_dtd"):
         d = np.load(out / f"{name}.npz")
         for split in ("train", "test"):
@@ -136,7 +138,7 @@ def test_stage_builds_the_contract_from_local_and_vtab_tasks(tmp_path, clip_root
     summary = yaml.safe_load((out / "summary.json").read_text())
     assert summary["clipart"]["class_names"] == ["animals", "food"]
     first = {f.name: f.read_bytes() for f in out.iterdir()}
-    T.main(["--params", str(tmp_path / "params.yaml"), "--out", str(out)])
+    tasks_main(["--params", str(tmp_path / "params.yaml"), "--out", str(out)])
     assert {f.name: f.read_bytes() for f in out.iterdir()} == first  # deterministic bytes
 
 
@@ -150,7 +152,7 @@ def test_rgb_mode_and_another_size(tmp_path, clip_root):
     for mode in ("L", "RGB"):
         params["transfer"]["mode"] = mode
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-        T.main(["--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / mode)])
+        tasks_main(["--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / mode)])
         out[mode] = {n: dict(np.load(tmp_path / mode / f"{n}.npz")) for n in ("digits", "clipart", "vtab_dtd")}
     for n in ("digits", "clipart", "vtab_dtd"):
         grey, rgb = out["L"][n], out["RGB"][n]
@@ -169,8 +171,8 @@ def test_default_size_and_mode_leave_local_images_as_made():
 
 def test_adding_a_task_leaves_the_others_unchanged(tmp_path):
     out1, out2 = tmp_path / "a", tmp_path / "b"
-    T.main(["--params", str(_params(tmp_path, tasks=["digits"])), "--out", str(out1)])
-    T.main(["--params", str(_params(tmp_path, tasks=["mnist", "digits"])), "--out", str(out2)])
+    tasks_main(["--params", str(_params(tmp_path, tasks=["digits"])), "--out", str(out1)])
+    tasks_main(["--params", str(_params(tmp_path, tasks=["mnist", "digits"])), "--out", str(out2)])
     assert (out1 / "digits.npz").read_bytes() == (out2 / "digits.npz").read_bytes()
 
 
@@ -188,7 +190,7 @@ def test_adding_a_task_leaves_the_others_unchanged(tmp_path):
 ])
 def test_param_errors_are_one_line(tmp_path, capsys, transfer, key):
     with pytest.raises(SystemExit) as e:
-        T.main(["--params", str(_params(tmp_path, **transfer)), "--out", str(tmp_path / "o")])
+        tasks_main(["--params", str(_params(tmp_path, **transfer)), "--out", str(tmp_path / "o")])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {key}"), err
@@ -197,7 +199,7 @@ def test_param_errors_are_one_line(tmp_path, capsys, transfer, key):
 def test_vtab_layout_error_is_one_line(tmp_path, capsys):
     (tmp_path / "vtab" / "dtd").mkdir(parents=True)
     with pytest.raises(SystemExit):
-        T.main(["--params", str(_params(tmp_path, tasks=["vtab_dtd"], vtab_root=str(tmp_path / "vtab"))),
+        tasks_main(["--params", str(_params(tmp_path, tasks=["vtab_dtd"], vtab_root=str(tmp_path / "vtab"))),
                 "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: vtab dtd:") and "images" in err[0]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from selectbench import shards, training
-from selectbench.common import UserError
+from selectbench.core import shards
+from selectbench.core.errors import UserError
+from selectbench.models import training
 
 CFG = {"model": "test_resnet", "img_size": 32, "budget": "steps", "epochs": 1, "steps": 12, "batch_size": 16,
        "opt": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 2e-5, "sched": "cosine", "warmup_epochs": 1,
@@ -169,7 +170,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     make_shards(tmp_path / "s", n=128)
     script = (
         "import sys, numpy as np, torch.distributed as dist;"
-        "from selectbench import shards, training;"
+        "from selectbench.core import shards; from selectbench.models import training;"
         "from tests.test_training import CFG, digest;"
         "dist.init_process_group('gloo');"
         "urls, sizes = shards.shard_urls(sys.argv[1]);"
@@ -212,7 +213,7 @@ def test_empty_shift_is_skipped_explicitly_and_reported(tmp_path, monkeypatch, c
     load_model returns no model with the reason, and the report shows the shift as not trained."""
     import yaml
 
-    from selectbench import report
+    from selectbench.evaluation.report import tables as report
     from stages import train as train_stage
 
     monkeypatch.chdir(tmp_path)

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from selectbench import vtab
-from selectbench.common import UserError
-from selectbench.sources import Source
+from selectbench.core.errors import UserError
+from selectbench.full import vtab, vtab_io
+from selectbench.full.decode import Source
 
 
 def _img(path: Path, value: int, size=(12, 10), fmt=None) -> None:
@@ -173,7 +173,7 @@ EXPECTED = {
 
 
 def test_eleven_readers_cover_natural_and_specialized():
-    assert set(vtab.READERS) == set(MAKERS) == set(vtab.LAYOUTS)
+    assert set(vtab.READERS) == set(MAKERS) == set(vtab_io.LAYOUTS)
     assert len(vtab.READERS) == 11
 
 

@@ -1,0 +1,10 @@
+"""Shared contracts between stages: params, errors, index/stats files, seeding."""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in params or inputs: reported as one line, never as a traceback."""
+
+
+def fail(key: str, msg: str) -> UserError:
+    return UserError(f"{key}: {msg}")

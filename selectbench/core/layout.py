@@ -1,0 +1,78 @@
+"""Every path of the stage contract, relative to the project root (where DVC runs each stage).
+
+A stage writes and reads its inputs and outputs only through these names, so the contract between
+stages is written in one place (dvc.yaml lists the same paths)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[2]  # the checkout, for code that runs outside a stage (tests)
+
+META = Path("data/meta")              # checked-in facts: classes.yaml, crowd vocabulary, mappings
+CLASSES = META / "classes.yaml"
+PARAMS_OK = Path("data/params.ok")
+RAW = Path("data/raw")                # {train,test}.npz (+ <split>.images.json in the full profile)
+POOL = Path("data/pool")              # images.npy | images.json, meta.parquet, crowd_labels.csv, stats.json
+NATURAL = Path("data/natural")        # images.npy | images.json, meta.parquet
+EMBEDDINGS = Path("data/embeddings")  # <kind>.npy + <kind>.ids.parquet
+CORRUPTED = Path("data/corrupted")    # corrupted.npz, summary.json
+TASKS = Path("data/tasks")            # <task>.npz, summary.json
+TMP = Path("data/tmp")                # resumable scratch, never an output
+EMBEDDER = Path("models/embedder")
+GENERATOR = Path("models/generator")
+
+# image set -> (array file, pointer file): arrays in the embedded profile, pointers in the full one
+IMAGE_SETS = {
+    "train": (RAW / "train.npz", RAW / "train.images.json"),
+    "test": (RAW / "test.npz", RAW / "test.images.json"),
+    "pool": (POOL / "images.npy", POOL / "images.json"),
+    "natural": (NATURAL / "images.npy", NATURAL / "images.json"),
+}
+
+
+def curated(shift: str) -> Path:
+    """index.parquet, stats.json[, images.npy] of one shift."""
+    return Path("data/curated") / shift
+
+
+def shards(shift: str) -> Path:
+    """shard-*.tar, sizes.json, summary.json of one shift."""
+    return Path("data/shards") / shift
+
+
+def model(shift: str) -> Path:
+    """model.safetensors + args.yaml (the resolved training config) of one shift."""
+    return Path("models") / shift
+
+
+def checkpoints(name: str) -> Path:
+    return Path("checkpoints") / name
+
+
+def metrics(shift: str) -> Path:
+    return Path("reports/metrics") / f"{shift}.json"
+
+
+def samples(shift: str) -> Path:
+    return Path("reports/samples") / f"{shift}.npz"
+
+
+def cost(record: str) -> Path:
+    """Wall-clock records (`curate_<shift>`, `train_embedder`, ...), kept apart from hashed outputs."""
+    return Path("reports/cost") / f"{record}.json"
+
+
+def live(record: str) -> Path:
+    return Path("reports/live") / record
+
+
+RESULTS = Path("reports/results")
+SUMMARY = Path("reports/summary.json")
+
+
+def load_split(path: str | Path) -> dict[str, np.ndarray]:
+    """A data/raw/<split>.npz: labels, part (train) and, in the embedded profile, images."""
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}

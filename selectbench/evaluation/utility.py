@@ -1,0 +1,113 @@
+"""Utility metrics of a trained shift model (SELECT section "Utility metrics"), composed from
+selectbench.metrics; every number here is computed from data at run time."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from selectbench.evaluation import quality as M
+from selectbench.models.training import model_input, predict
+
+
+# --- synthetic distribution shift (ImageNet-C analogue; the set itself: selectbench.corruptions) --
+def corruption_metrics(logits: np.ndarray, labels: np.ndarray, cidx: np.ndarray, sev: np.ndarray,
+                       names: list[str]) -> dict:
+    correct = logits.argmax(1) == labels
+    table = np.zeros((len(names), 5))
+    for c in range(len(names)):
+        for s in range(5):
+            m = (cidx == c) & (sev == s + 1)
+            table[c, s] = correct[m].mean() if m.any() else np.nan
+    return {"mean_top1": float(np.nanmean(table)),
+            "per_corruption": {n: float(np.nanmean(table[i])) for i, n in enumerate(names)},
+            "error_table": (1 - table).tolist()}
+
+
+# --- natural distribution shift ------------------------------------------------------------------
+# ImageNet-R and -A hold 200 of the 1,000 classes; their published protocol scores a 1000-way model
+# on those 200 logits only (Hendrycks et al.), else errors into absent classes would be counted.
+SUBSET_SETS = frozenset({"imagenet_r", "imagenet_a"})
+
+
+def natural_predictions(logits: np.ndarray, labels: np.ndarray, sets: np.ndarray | None) -> np.ndarray:
+    """argmax per image; for a SUBSET_SETS image, over the classes present in its set only."""
+    pred = logits.argmax(1) if len(logits) else np.empty(0, dtype=np.int64)
+    if sets is None:
+        return pred
+    for name in SUBSET_SETS & set(np.unique(sets)):
+        m = sets == name
+        present = np.unique(labels[m])
+        pred[m] = present[logits[np.ix_(m, present)].argmax(1)]
+    return pred
+
+
+# --- transfer (VTAB-inspired) ----------------------------------------------------------------
+def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+             test_y: np.ndarray, num_classes: int, cfg: dict, train_cfg: dict, seed: int) -> float:
+    """SELECT's protocol: new head, whole network fine-tuned with SGD, fixed steps, step decay.
+
+    Task images may be grey [N,H,W] or RGB [N,H,W,3]; they are converted to the model's channels."""
+    torch.manual_seed(seed)
+    dev = next(model.parameters()).device
+    m = copy.deepcopy(model)
+    m.reset_classifier(num_classes)
+    m.to(dev).train()
+    opt = torch.optim.SGD(m.parameters(), lr=cfg["lr"], momentum=0.9, weight_decay=0.0)
+    steps = cfg["steps"]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(steps * 0.5), int(steps * 0.75)], gamma=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    # No antialias, unlike predict: turning it on would change the recorded transfer numbers.
+    x_all = model_input(train_x, train_cfg["img_size"], train_cfg.get("in_chans", 1), antialias=False)
+    y_all = torch.as_tensor(train_y, dtype=torch.long)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x_all), (cfg["batch_size"],), generator=gen)
+        loss = F.cross_entropy(m(x_all[idx].to(dev)), y_all[idx].to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    m.eval()
+    pred = predict(m, test_x, train_cfg).argmax(1)
+    return float((pred == test_y).mean())
+
+
+# --- self-supervised guidance ------------------------------------------------------------------
+def ssl_guidance(shift_emb: np.ndarray, shift_labels: np.ndarray, test_emb: np.ndarray, test_labels: np.ndarray,
+                 num_classes: int, shots: list[int], ks: list[int], seed: int, temperature: float = 0.07) -> dict:
+    """Weighted kNN on the test split with `shots` samples per class from the shift as the bank.
+
+    Short classes contribute all the samples they have; empty classes contribute none, so their
+    test images can only be predicted as other classes (they count as errors, not skipped)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for shot in shots:
+        bank_rows = []
+        for c in range(num_classes):
+            members = np.flatnonzero(shift_labels == c)
+            bank_rows.append(rng.choice(members, size=min(shot, len(members)), replace=False))
+        rows = np.concatenate(bank_rows).astype(np.int64)
+        for k in ks:
+            probs = M.knn_classify(shift_emb[rows], shift_labels[rows], test_emb, num_classes, k=k, temperature=temperature)
+            out[f"{shot}shot_k{k}"] = float((probs.argmax(1) == test_labels).mean()) if len(rows) else float("nan")
+        out[f"{shot}shot_bank"] = int(len(rows))
+    return out
+
+
+# --- image quality ------------------------------------------------------------------------------
+def quality(shift_emb: np.ndarray, shift_labels: np.ndarray, ref_emb: np.ndarray, ref_labels: np.ndarray,
+            prompt_emb: np.ndarray, num_classes: int, max_items: int, seed: int) -> dict:
+    """Inception Score with a base-data kNN classifier as scoring network, CMMD against the base
+    train embeddings, and CLIP score of each image with its class prompt."""
+    if len(shift_emb) == 0:
+        return {"inception_score": float("nan"), "cmmd": float("nan"), "clip_score": float("nan")}
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(len(shift_emb), size=min(max_items, len(shift_emb)), replace=False))
+    ref = np.sort(rng.choice(len(ref_emb), size=min(max_items, len(ref_emb)), replace=False))
+    e, lab = shift_emb[take], shift_labels[take]
+    probs = M.knn_classify(ref_emb, ref_labels, e, num_classes, k=20)
+    is_mean, _ = M.inception_score(probs)
+    return {"inception_score": float(is_mean), "cmmd": float(M.mmd_rbf(e, ref_emb[ref])),
+            "clip_score": float(M.clip_score(e, prompt_emb[lab]))}

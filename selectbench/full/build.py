@@ -1,0 +1,148 @@
+"""The full profile's download and pool stages: ImageNet, LAION and OpenImages through the adapters.
+
+They write the same contracts as the embedded builders (labels in data/raw/<split>.npz, the pool
+table data/pool/meta.parquet, crowd labels, the natural-shift table) except that pixels stay where
+they are: each image set gets a pointer file (selectbench.images) instead of an array. Every later
+stage runs unchanged on either profile."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from selectbench.core import openimages
+from selectbench.core.errors import fail
+from selectbench.core.io import write_json
+from selectbench.core.params import get
+from selectbench.full import decode, imagefolder, laion
+from selectbench.full.pointer import write_pointer
+
+
+def settings(p: dict) -> dict:
+    # >= 32: the ImageNet-C corruptions need it; a multiple of 8: Stable Diffusion's latents do.
+    size = get(p, "full.image_size", int, lo=32)
+    if size % 8:
+        raise fail("full.image_size", f"must be a multiple of 8, got {size}")
+    return {"size": size, "workers": get(p, "full.decode_workers", int, lo=1)}
+
+
+def _path(p: dict, key: str, *, required: bool = True) -> str | None:
+    v = get(p, key, (str, type(None)))
+    if v is None:
+        if required:
+            raise fail(key, "is null; the full profile needs a local path here (params-full.yaml)")
+        return None
+    if not Path(v).exists():
+        raise fail(key, f"not found: {v}")
+    return v
+
+
+def wnids(classes: list[dict]) -> list[str]:
+    missing = [i for i, c in enumerate(classes) if not c.get("wnid")]
+    if missing:
+        raise fail("data/meta/classes.yaml", f"the full profile needs a `wnid` for every class; class {missing[0]} "
+                   f"({classes[missing[0]].get('name')!r}) has none")
+    return [c["wnid"] for c in classes]
+
+
+def _write_paths(path: Path, src: decode.FileSource) -> None:
+    pd.DataFrame({"path": src.meta()["path"]}).to_parquet(path, index=False, compression="zstd")
+
+
+def build_raw(p: dict, classes: list[dict], out: Path) -> dict:
+    """data/raw for ImageNet: labels (+ part, all reserved for base shifts: the pool is LAION)."""
+    s = settings(p)
+    ids = wnids(classes)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"source": "imagenet"}
+    for split, key in (("train", "full.imagenet.train"), ("test", "full.imagenet.val")):
+        root = _path(p, key)
+        src = imagefolder.ImageFolderSource(root, ids, name=f"imagenet_{split}")
+        labels = src.meta()["label"].to_numpy(np.int64)
+        arrays = {"labels": labels} if split == "test" else {"labels": labels, "part": np.zeros(len(labels), np.int8)}
+        np.savez(out / f"{split}.npz", **arrays)
+        _write_paths(out / f"{split}.paths.parquet", src)
+        write_pointer(out / f"{split}.images.json", {"imagenet": {"kind": "files", "root": str(Path(root).resolve()),
+                                                                  "paths": f"{split}.paths.parquet"}},
+                      s["size"], "RGB", s["workers"])
+        summary[split] = int(len(labels))
+    summary["base_reserve"] = summary["train"]
+    summary["pool_available"] = 0
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+NATURAL = {"imagenet_v2": imagefolder.imagenet_v2, "imagenet_r": imagefolder.imagenet_r,
+           "imagenet_a": imagefolder.imagenet_a, "imagenet_sketch": imagefolder.imagenet_sketch}
+
+
+def build_natural(p: dict, classes: list[dict], out: Path) -> dict:
+    """data/natural: every configured ImageNet variant as one table (set, label) + a pointer."""
+    s = settings(p)
+    ids = wnids(classes)
+    out.mkdir(parents=True, exist_ok=True)
+    frames, parts = [], {}
+    for name, make in NATURAL.items():
+        root = _path(p, f"full.natural.{name}", required=False)
+        if root is None:
+            continue
+        src = make(root, ids)
+        m = src.meta()
+        frames.append(pd.DataFrame({"sample_id": m["sample_id"], "label": m["label"].astype(np.int64), "set": name,
+                                    "origin": name, "origin_row": np.arange(len(m), dtype=np.int64)}))
+        _write_paths(out / f"{name}.paths.parquet", src)
+        parts[name] = {"kind": "files", "root": str(src.root.resolve()), "paths": f"{name}.paths.parquet"}
+    if not frames:
+        raise fail("full.natural", "names no dataset; set at least one of " + ", ".join(NATURAL))
+    meta = pd.concat(frames, ignore_index=True)
+    meta.to_parquet(out / "meta.parquet", index=False, compression="zstd")
+    write_pointer(out / "images.json", parts, s["size"], "RGB", s["workers"], table="meta.parquet")
+    return {"n": int(len(meta)), "per_set": meta["set"].value_counts().sort_index().to_dict()}
+
+
+def build_pool(p: dict, classes: list[dict], out: Path, natural_out: Path) -> dict:
+    """data/pool = LAION rows (captions; true class unknown) + the OpenImages images that carry a
+    mapped label (no caption), with the OI labels as the pool's crowd labels."""
+    s = settings(p)
+    out.mkdir(parents=True, exist_ok=True)
+    laion_root = _path(p, "full.laion.root")
+    # The shard index (key -> tar offset) is built here, into the stage's output, so that later
+    # stages only read it.
+    laion = laion.LaionSource(laion_root, _path(p, "full.laion.shards", required=False),
+                                index_cache=out / "laion_shards.parquet")
+    laion.shard_index()
+    lm = laion.meta()
+    frames = [pd.DataFrame({"sample_id": lm["sample_id"], "caption": lm["caption"].fillna("").astype(str),
+                            "origin": "laion", "origin_row": np.arange(len(lm), dtype=np.int64)})]
+    parts = {"laion": {"kind": "laion", "root": str(Path(laion_root).resolve()),
+                       "shards": str(laion.shards_dir.resolve()), "index_cache": "laion_shards.parquet"}}
+    oi_cfg = {k: _path(p, f"full.openimages.{k}") for k in ("labels_csv", "descriptions_csv", "mapping_json", "images_dir")}
+    oi = openimages.OpenImagesLabels(oi_cfg["labels_csv"], oi_cfg["descriptions_csv"], oi_cfg["mapping_json"])
+    oi.unmapped_classes(len(classes))  # a mapping to a class outside the label space fails here
+    labels = oi.curate(verified_only=False)
+    image_ids = np.sort(labels["sample_id"].str.slice(len("oi:")).unique())
+    paths = [f"{i}.jpg" for i in image_ids]
+    frames.append(pd.DataFrame({"sample_id": [f"oi:{i}" for i in image_ids], "caption": "", "origin": "openimages",
+                                "origin_row": np.arange(len(image_ids), dtype=np.int64)}))
+    pd.DataFrame({"path": paths}).to_parquet(out / "openimages.paths.parquet", index=False, compression="zstd")
+    parts["openimages"] = {"kind": "files", "root": str(Path(oi_cfg["images_dir"]).resolve()),
+                           "paths": "openimages.paths.parquet"}
+    meta = pd.concat(frames, ignore_index=True)
+    meta["true_label"] = np.int64(-2)  # unknown: label precision is reported only where the truth is known
+    meta.to_parquet(out / "meta.parquet", index=False, compression="zstd")
+    write_pointer(out / "images.json", parts, s["size"], "RGB", s["workers"], table="meta.parquet")
+    # The crowd labels in the OpenImages CSV format, restricted to mapped labels; curate@oi reads
+    # them with the vocabulary and mapping copied beside them.
+    pd.DataFrame({"ImageID": labels["sample_id"], "Source": "crowd",  # ImageID = the pool's sample_id
+                  "LabelName": labels["oi_label"], "Confidence": labels["score"].astype(float)}) \
+        .to_csv(out / "crowd_labels.csv", index=False)
+    shutil.copyfile(oi_cfg["descriptions_csv"], out / "crowd_vocab.csv")
+    shutil.copyfile(oi_cfg["mapping_json"], out / "oi_mapping.json")
+    natural = build_natural(p, classes, natural_out)
+    stats = {"n_total": int(len(meta)), "counts_per_source": meta["origin"].value_counts().sort_index().to_dict(),
+             "skipped": {}, "natural": natural}
+    (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    return stats
