@@ -31,7 +31,7 @@ test: setup
 	. $(VENV)/bin/activate && python -m pytest -q
 
 bench: setup
-	. $(VENV)/bin/activate && python -m bench.run
+	. $(VENV)/bin/activate && python -m bench.throughput --quick && python -m bench.decode
 
 clean-venv:
 	rm -rf $(VENV)

@@ -46,6 +46,31 @@ def test_second_run_is_a_noop(project):
     assert repo.reproduce() == []
 
 
+def test_editing_full_profile_code_reruns_nothing_in_the_embedded_profile(project):
+    """The LAION reader and the pointer machinery are the full profile's (selectbench/full/): the
+    embedded default lists only selectbench/${profile} = selectbench/embedded, so none of its
+    stages reruns; an edit of the embedded world reruns exactly the stages that read it."""
+    d, repo, _ = project
+    for f in ("selectbench/full/laion.py", "selectbench/full/pointer.py", "selectbench/full/vtab.py"):
+        path = d / f
+        text = path.read_text()
+        path.write_text(text + "\n# an edit\n")
+        try:
+            assert repo.reproduce() == [], f
+        finally:
+            path.write_text(text)
+    world = d / "selectbench/embedded/captions.py"
+    text = world.read_text()
+    world.write_text(text + "\n# an edit\n")
+    try:
+        ran = _names(repo.reproduce())
+    finally:
+        world.write_text(text)
+    # The three profile stages rerun; the pool is byte-identical, so nothing downstream does.
+    assert ran == {"download", "pool", "tasks"}
+    assert _names(repo.reproduce()) <= {"download", "pool", "tasks"}  # reverted: back to the locked code
+
+
 def test_changing_one_shift_reruns_only_its_chain(project):
     d, repo, _ = project
     p = yaml.safe_load((d / "params.yaml").read_text())
