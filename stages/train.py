@@ -6,40 +6,16 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import yaml
 
-from selectbench.core import shards
-from selectbench.core.errors import UserError, fail
+from selectbench.core import layout, shards
+from selectbench.core.errors import fail
 from selectbench.core.io import read_json, write_json
 from selectbench.core.params import get, load_params
-from selectbench.core.runtime import stage_main
+from selectbench.core.runtime import init_distributed, stage_main
 from selectbench.models import training
-
-
-def _distributed():
-    import torch
-    import torch.distributed as dist
-
-    if "RANK" not in os.environ:
-        return 0, 1
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":  # each rank on its own GPU before NCCL starts (torchrun sets LOCAL_RANK)
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    dist.init_process_group(backend)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _channels(shift: str) -> int:
-    """Image channels of the shards; 1 for shards written before the shard stage recorded it."""
-    path = Path(f"data/shards/{shift}/summary.json")
-    chans = read_json(path).get("channels", 1) if path.exists() else 1
-    if chans not in (1, 3):
-        raise UserError(f"{path}: channels must be 1 or 3, got {chans!r}")
-    return chans
 
 
 @stage_main
@@ -52,20 +28,20 @@ def main(argv=None):
     p = load_params(args.params)
     cfg = training.check_config(dict(get(p, "train", dict)))
     # Set here, not in params, so args.yaml and the checkpoint fingerprint record what was trained on.
-    chans = _channels(args.shift)
+    chans = shards.channels(layout.shards(args.shift))
     if cfg.setdefault("in_chans", chans) != chans:
         raise fail("train.in_chans", f"{cfg['in_chans']}, but data/shards/{args.shift} holds {chans}-channel images")
     if cfg["nproc"] > 1 and "RANK" not in os.environ:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={cfg['nproc']}",
                "-m", "stages.train", args.shift, "--params", args.params]
         raise SystemExit(subprocess.call(cmd))
-    rank, world = _distributed()
-    out = Path(f"models/{args.shift}")
-    ckpt_dir = Path(f"checkpoints/{args.shift}")
+    rank, world = init_distributed()
+    out = layout.model(args.shift)
+    ckpt_dir = layout.checkpoints(args.shift)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    stats = read_json(f"data/curated/{args.shift}/stats.json")
+    stats = read_json(layout.curated(args.shift) / "stats.json")
     counts = np.asarray(stats["count_per_class"])
-    urls, sizes = shards.shard_urls(f"data/shards/{args.shift}")
+    urls, sizes = shards.shard_urls(layout.shards(args.shift))
     resolved = {"shift": args.shift, "num_classes": int(len(counts)), "train": cfg, "samples": int(sum(sizes.values()))}
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -75,13 +51,7 @@ def main(argv=None):
         # Documented behaviour: a shift too small for one batch is skipped explicitly, not crashed on.
         if rank == 0:
             resolved["skipped"] = f"{resolved['samples']} samples < one batch of {cfg['batch_size'] * world}"
-            with open(out / "args.yaml", "w") as f:
-                yaml.safe_dump(resolved, f, sort_keys=True)
-            live_dir = Path(f"reports/live/train_{args.shift}")
-            write_json(live_dir / "metrics.json", {"skipped": True})
-            (live_dir / "plots/metrics/train").mkdir(parents=True, exist_ok=True)
-            (live_dir / "plots/metrics/train/loss.tsv").write_text("step\tloss\n")
-            write_json(f"reports/cost/train_{args.shift}.json", {"wall_s": 0.0, "skipped": True})
+            training.write_skipped(out, resolved, layout.live(f"train_{args.shift}"), layout.cost(f"train_{args.shift}"))
             print(f"train@{args.shift}: skipped ({resolved['skipped']})")
         return
     from dvclive import Live

@@ -94,3 +94,18 @@ def stream_rng(seed: int, stream: str) -> np.random.Generator:
     # Fashion-MNIST captions and perturbations unchanged.
     tag = int.from_bytes(hashlib.sha256(stream.encode()).digest()[:4], "little")
     return np.random.default_rng([seed, tag])
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world) under torchrun (gloo on CPU, NCCL on GPU), else (0, 1)."""
+    import torch
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ:
+        return 0, 1
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":  # each rank on its own GPU before NCCL starts (torchrun sets LOCAL_RANK)
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    dist.init_process_group(backend)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
+    return dist.get_rank(), dist.get_world_size()

@@ -17,6 +17,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from selectbench.core.errors import UserError
+from selectbench.core.io import read_json
+
 SHARD_PATTERN = "shard-{:06d}.tar"
 
 
@@ -167,3 +170,12 @@ def decode_image(data: bytes, mode: str) -> np.ndarray:
 
 def decode_png(data: bytes) -> np.ndarray:
     return decode_image(data, "L")
+
+
+def channels(shard_dir: str | Path) -> int:
+    """Image channels of the shards; 1 for shards written before the shard stage recorded it."""
+    path = Path(shard_dir) / "summary.json"
+    chans = read_json(path).get("channels", 1) if path.exists() else 1
+    if chans not in (1, 3):
+        raise UserError(f"{path}: channels must be 1 or 3, got {chans!r}")
+    return chans

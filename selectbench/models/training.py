@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from selectbench.core import shards
 from selectbench.core.errors import UserError, fail
+from selectbench.core.io import write_json
 from selectbench.core.runtime import compute_device, flush_denormal
 
 MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST pixel statistics
@@ -358,3 +359,16 @@ def predict(model, images, cfg: dict, batch: int = 1024) -> np.ndarray:
         x = model_input(images[i:i + batch], size, chans, antialias=True).to(dev)
         out.append(model(x).float().cpu().numpy())
     return np.concatenate(out) if out else np.empty((0, 0), dtype=np.float32)
+
+
+def write_skipped(out: Path, resolved: dict, live_dir: Path, cost: Path) -> None:
+    """The outputs of a shift too small for one batch: an args.yaml saying why, an empty live log
+    and a cost record, so DVC gets every declared output and the report says "not trained"."""
+    import yaml
+
+    with open(out / "args.yaml", "w") as f:
+        yaml.safe_dump(resolved, f, sort_keys=True)
+    write_json(live_dir / "metrics.json", {"skipped": True})
+    (live_dir / "plots/metrics/train").mkdir(parents=True, exist_ok=True)
+    (live_dir / "plots/metrics/train/loss.tsv").write_text("step\tloss\n")
+    write_json(cost, {"wall_s": 0.0, "skipped": True})
