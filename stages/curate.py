@@ -12,20 +12,21 @@ from selectbench.core.io import atomic_save_npy, write_json
 from selectbench.core.params import load_params
 from selectbench.core.runtime import stage_main
 from selectbench.curation import registry as curation
-from selectbench.evaluation import counts, noise
+from selectbench.evaluation import counts as count_stats
+from selectbench.evaluation import noise
 
 
 def shift_stats(ctx: context.Context, cur: context.Curated, tail_threshold: int) -> dict:
     """Counts, coverage and (where the hidden truth is known) label precision of a curated index."""
     idx = cur.index
-    counts = counts.class_counts(idx["label"].to_numpy(), ctx.num_classes)
+    counts = count_stats.class_counts(idx["label"].to_numpy(), ctx.num_classes)
     stats = {
         **cur.stats,
         "images": int(len(idx)),
         "count_per_class": counts.tolist(),
-        **counts.count_summary(counts),
-        "gini": counts.gini(counts),
-        "long_tail": counts.long_tail(counts, tail_threshold),
+        **count_stats.count_summary(counts),
+        "gini": count_stats.gini(counts),
+        "long_tail": count_stats.long_tail(counts, tail_threshold),
         "empty_classes": [i for i, n in enumerate(counts) if n == 0],
         "sources": idx["source"].value_counts().sort_index().to_dict(),
     }

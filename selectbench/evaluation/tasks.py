@@ -25,7 +25,8 @@ from PIL import Image
 
 from selectbench.core.errors import fail
 from selectbench.core.params import get
-from selectbench.embedded import clipart, emoji, natural
+from selectbench.embedded import clipart, emoji
+from selectbench.embedded import natural as holdout
 from selectbench.evaluation.splits import split_rng, stratified_split
 
 SIDE = 28  # the local tasks' own size, in grey (see _to_task_images)
@@ -68,7 +69,7 @@ class _Picker:
                 self.skip(status)
             elif digest and digest in self.natural["clip_hashes"]:
                 self.skip("duplicate_of_natural")
-            elif natural.near_duplicates(arr[None], self.natural["images"])[0]:
+            elif holdout.near_duplicates(arr[None], self.natural["images"])[0]:
                 self.skip("near_duplicate_of_natural")
             else:
                 key = hashlib.sha1(arr.tobytes()).digest()
@@ -218,7 +219,7 @@ def _read_cfg(p: dict) -> dict:
     if "emoji" in names or "clipart" in names:
         # The natural set is rendered from the pool's paths, whichever of the two tasks asks first.
         cfg["natural"] = functools.cache(functools.partial(
-            natural.natural_holdout, get(p, "pool.clipart.root", str), get(p, "pool.emoji.font", str),
+            holdout.natural_holdout, get(p, "pool.clipart.root", str), get(p, "pool.emoji.font", str),
             get(p, "pool.emoji.test_file", str)))
     return cfg
 

@@ -17,7 +17,8 @@ from selectbench.core import openimages
 from selectbench.core.errors import fail
 from selectbench.core.io import write_json
 from selectbench.core.params import get
-from selectbench.full import decode, imagefolder, laion
+from selectbench.full import decode, imagefolder
+from selectbench.full.laion import LaionSource
 from selectbench.full.pointer import write_pointer
 
 
@@ -111,7 +112,7 @@ def build_pool(p: dict, classes: list[dict], out: Path, natural_out: Path) -> di
     laion_root = _path(p, "full.laion.root")
     # The shard index (key -> tar offset) is built here, into the stage's output, so that later
     # stages only read it.
-    laion = laion.LaionSource(laion_root, _path(p, "full.laion.shards", required=False),
+    laion = LaionSource(laion_root, _path(p, "full.laion.shards", required=False),
                                 index_cache=out / "laion_shards.parquet")
     laion.shard_index()
     lm = laion.meta()
