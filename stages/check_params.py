@@ -8,9 +8,9 @@ An unknown key (a typo, or `dvc exp run -S +train.lrr=0.1`) fails here with one 
 the closest known key. The output is constant, so a valid param change reruns nothing downstream.
 """
 import argparse
-import os
 from pathlib import Path
 
+from selectbench.core.io import atomic_path
 from selectbench.core.params import KEYS_FILE, apply_profile, check, derive_keys_from, load_params, write_keys
 from selectbench.core.runtime import stage_main
 
@@ -35,11 +35,8 @@ def main(argv=None):
         print(f"check_params: wrote {KEYS_FILE}")
         return 0
     check(load_params(args.params))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("params.yaml: every key known\n")
-    os.replace(tmp, out)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text("params.yaml: every key known\n")
     print(f"check_params: {args.params} ok")
     return 0
 

@@ -15,6 +15,7 @@ from selectbench.core.errors import fail
 from selectbench.core.io import read_json, write_json
 from selectbench.core.params import get, load_params
 from selectbench.core.runtime import init_distributed, stage_main
+from selectbench.core.runtime import live as live_logger
 from selectbench.models import training
 
 
@@ -54,9 +55,8 @@ def main(argv=None):
             training.write_skipped(out, resolved, layout.live(f"train_{args.shift}"), layout.cost(f"train_{args.shift}"))
             print(f"train@{args.shift}: skipped ({resolved['skipped']})")
         return
-    from dvclive import Live
 
-    live = Live(f"reports/live/train_{args.shift}", dvcyaml=False, save_dvc_exp=False, report=None) if rank == 0 else None
+    live = live_logger(f"train_{args.shift}") if rank == 0 else None
 
     total = training.plan(cfg, resolved["samples"], world).steps
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from selectbench.core.io import write_json
 from selectbench.core.params import get, load_params
+from selectbench.core.runtime import live as live_logger
 from selectbench.core.runtime import record_pretrained, seed_everything, stage_main
 from selectbench.models import embedder
 
@@ -35,10 +36,9 @@ def main(argv=None):
     seed_everything(seed)
     images = np.load("data/pool/images.npy")
     captions = pd.read_parquet("data/pool/meta.parquet", columns=["caption"])["caption"].tolist()
-    from dvclive import Live
 
     t = time.perf_counter()
-    with Live("reports/live/train_embedder", dvcyaml=False, save_dvc_exp=False, report=None) as live:
+    with live_logger("train_embedder") as live:
         def log(step, loss):
             if step % 10 == 0 or step == steps - 1:
                 live.log_metric("loss", loss)

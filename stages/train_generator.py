@@ -12,6 +12,7 @@ import pandas as pd
 from selectbench.core.errors import fail
 from selectbench.core.io import write_json
 from selectbench.core.params import get, load_params
+from selectbench.core.runtime import live as live_logger
 from selectbench.core.runtime import record_pretrained, stage_main
 from selectbench.models import embedder, generator, generator_train
 
@@ -40,10 +41,9 @@ def main(argv=None):
     emb = embedder.load("models/embedder")
     images = np.load("data/pool/images.npy")
     captions = pd.read_parquet("data/pool/meta.parquet", columns=["caption"])["caption"].tolist()
-    from dvclive import Live
 
     t = time.perf_counter()
-    with Live("reports/live/train_generator", dvcyaml=False, save_dvc_exp=False, report=None) as live:
+    with live_logger("train_generator") as live:
         def log(step, loss):
             if step % 10 == 0 or step == steps - 1:
                 live.step = step + 1

@@ -1,4 +1,4 @@
-"""selectbench.common.gather: per-source lookups put back in index order."""
+"""selectbench.core: index gather (per-source lookups put back in index order) and the params Section reader."""
 import numpy as np
 import pytest
 
@@ -30,3 +30,21 @@ def test_gather_empty_index_and_unknown_source():
     assert gather(_index([], []), {"train": lambda r: r}, "x") is None
     with pytest.raises(UserError, match="unknown source 'web'"):
         gather(_index(["web"], [0]), {"train": lambda r: r}, "labels")
+
+
+def test_section_reads_its_keys_and_names_the_full_key_in_errors():
+    import pytest
+
+    from selectbench.core.errors import UserError
+    from selectbench.core.params import Section
+
+    p = {"curation": {"seed": 3}, "shifts": {"in": {"per_class": 5, "rebalance": {"n": 2}, "cap": None}}}
+    cfg = Section(p, "shifts.in")
+    assert cfg.get("per_class", int, lo=0) == 5 and cfg.sub("rebalance").get("n", int) == 2
+    assert cfg.shared("curation.seed", int) == 3 and cfg.opt("cap") is None and cfg.opt("absent", 7) == 7
+    with pytest.raises(UserError, match=r"^shifts\.in\.per_class: must be >= 6, got 5$"):
+        cfg.get("per_class", int, lo=6)
+    with pytest.raises(UserError, match=r"^shifts\.in\.rebalance\.k: missing from params.yaml$"):
+        cfg.sub("rebalance").get("k", int)
+    with pytest.raises(UserError, match=r"^shifts\.out: missing"):
+        Section(p, "shifts.out")

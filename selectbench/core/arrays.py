@@ -1,4 +1,4 @@
-"""Shared contracts between stages: params, errors, index/stats files, seeding."""
+"""Small array helpers shared by curation and embedding."""
 from __future__ import annotations
 
 import numpy as np

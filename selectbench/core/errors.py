@@ -1,4 +1,4 @@
-"""Shared contracts between stages: params, errors, index/stats files, seeding."""
+"""User mistakes (bad params or inputs): reported as one line naming the key, never a traceback."""
 from __future__ import annotations
 
 

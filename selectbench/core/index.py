@@ -1,13 +1,13 @@
-"""Shared contracts between stages: params, errors, index/stats files, seeding."""
+"""The curated-index contract: one row per training item, (sample_id, source, label, score, row)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from selectbench.core.errors import UserError
+from selectbench.core.io import atomic_path
 
 # A curated shift is an index with exactly these columns (extra columns are allowed after them).
 INDEX_COLUMNS = {"sample_id": "string", "source": "string", "label": "int64", "score": "float32"}
@@ -40,12 +40,9 @@ def write_index(df: pd.DataFrame, path: str | os.PathLike) -> None:
     if missing:
         raise ValueError(f"index lacks columns {missing}")
     df = df.astype(INDEX_COLUMNS).reset_index(drop=True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     # Fixed writer settings so the same rows give the same bytes (DVC hashes them).
-    df.to_parquet(tmp, index=False, compression="zstd", engine="pyarrow")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False, compression="zstd", engine="pyarrow")
 
 
 def read_index(path: str | os.PathLike) -> pd.DataFrame:

@@ -1,22 +1,34 @@
-"""Shared contracts between stages: params, errors, index/stats files, seeding."""
+"""Atomic file writes: an output is either absent or complete, so a killed stage never leaves a
+partial file that DVC could record."""
 from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed over `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -35,9 +47,5 @@ def _json_default(o):
 
 
 def atomic_save_npy(path: str | os.PathLike, arr: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save adds no suffix
         np.save(f, arr)
-    os.replace(tmp, path)

@@ -1,10 +1,5 @@
-"""Source adapters for the full profile: one interface over the real release formats.
-
-Every adapter exposes ``name``, ``len()``, ``meta()`` and ``load(rows)``; ``load`` decodes on demand
-and yields ``None`` for an item it cannot decode, counting the reason in ``self.errors`` (web pools
-always hold some broken files, and one bad file must not stop a stage). Mistakes in the inputs
-themselves (misaligned parts, bad headers, unknown class folders) raise ``UserError`` instead,
-because no result computed from them could be trusted."""
+"""The crowd-label contract in OpenImages' format (labels CSV, vocabulary, many-to-one class
+mapping): the embedded profile simulates it, the full profile copies the real files, `oi` curates it."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
-"""Shared contracts between stages: params, errors, index/stats files, seeding."""
+"""params.yaml: loading, the typed reader every stage uses, and the validator of every key
+(unknown keys, with the closest known one; profiles merged by `--apply`)."""
 from __future__ import annotations
 
 import difflib
@@ -9,6 +10,7 @@ from typing import Any
 import yaml
 
 from selectbench.core.errors import UserError, fail
+from selectbench.core.io import atomic_path
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> dict:
@@ -43,6 +45,29 @@ def get(params: dict, dotted: str, kind: type | tuple | None = None, *, lo=None,
     if hi is not None and node > hi:
         raise fail(dotted, f"must be <= {hi}, got {node!r}")
     return node
+
+
+class Section:
+    """One params section behind the typed reader: `cfg.get("seed", int)` reads `<key>.seed`, and
+    every error names the full dotted key. A strategy receives its shift's section; the one shared
+    key a shift declares in `uses:` is read through `shared`."""
+
+    def __init__(self, params: dict, key: str):
+        self.params, self.key = params, key
+        self.raw: dict = get(params, key, dict)
+
+    def get(self, name: str, kind: type | tuple | None = None, **limits):
+        return get(self.params, f"{self.key}.{name}", kind, **limits)
+
+    def opt(self, name: str, default=None):
+        """An optional key's raw value (checked by the caller)."""
+        return self.raw.get(name, default)
+
+    def sub(self, name: str) -> "Section":
+        return Section(self.params, f"{self.key}.{name}")
+
+    def shared(self, dotted: str, kind: type | tuple | None = None, **limits):
+        return get(self.params, dotted, kind, **limits)
 
 
 def _as_tuple(kind):
@@ -187,8 +212,6 @@ def apply_profile(profile_path: str | Path, params_path: str | Path) -> int:
                 count += 1
 
     merge(params, profile)
-    tmp = Path(params_path).with_suffix(".yaml.tmp")
-    with open(tmp, "w") as f:
+    with atomic_path(params_path) as tmp, open(tmp, "w") as f:
         rt.dump(params, f)
-    tmp.replace(params_path)
     return count

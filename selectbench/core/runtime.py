@@ -1,4 +1,5 @@
-"""Shared contracts between stages: params, errors, index/stats files, seeding."""
+"""Process set-up shared by the stages: thread limits, seeds and derived random streams, device,
+torch.distributed, DVCLive loggers, and the one-line error wrapper of every stage's main."""
 from __future__ import annotations
 
 import functools
@@ -12,6 +13,8 @@ import numpy as np
 
 from selectbench.core.errors import UserError
 from selectbench.core.io import write_json
+from selectbench.core.layout import cost
+from selectbench.core.layout import live as live_dir
 
 
 def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,8 +74,8 @@ def compute_device(local_rank: int = 0):
 def record_pretrained(stage: str, **info) -> None:
     """The live log and cost record a training stage declares as outputs, for a run that loads
     pretrained weights instead of training (full profile)."""
-    write_json(f"reports/live/{stage}/metrics.json", {"pretrained": True})
-    write_json(f"reports/cost/{stage}.json", {"wall_s": 0.0, "pretrained": True, **info})
+    write_json(live_dir(stage) / "metrics.json", {"pretrained": True})
+    write_json(cost(stage), {"wall_s": 0.0, "pretrained": True, **info})
 
 
 def flush_denormal() -> None:
@@ -109,3 +112,11 @@ def init_distributed() -> tuple[int, int]:
     dist.init_process_group(backend)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
     return dist.get_rank(), dist.get_world_size()
+
+
+def live(record: str):
+    """The DVCLive logger of a training stage. Its metrics and plots are declared in dvc.yaml, so it
+    writes no dvc.yaml, experiment or HTML report of its own."""
+    from dvclive import Live
+
+    return Live(str(live_dir(record)), dvcyaml=False, save_dvc_exp=False, report=None)

@@ -9,14 +9,14 @@ from selectbench.core.context import Context, Curated
 from selectbench.core.errors import UserError, fail
 from selectbench.core.index import make_index
 from selectbench.core.openimages import OpenImagesLabels
-from selectbench.core.params import get
+from selectbench.core.params import Section
 from selectbench.curation import strategies as S
 
 
-def _cap(cfg: dict, key: str) -> int | None:
-    v = cfg.get("per_class_cap")
+def _cap(cfg: Section) -> int | None:
+    v = cfg.opt("per_class_cap")
     if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-        raise fail(f"{key}.per_class_cap", f"expected null or an integer >= 0, got {v!r}")
+        raise fail(f"{cfg.key}.per_class_cap", f"expected null or an integer >= 0, got {v!r}")
     return v
 
 
@@ -26,33 +26,33 @@ def shift_index(ctx: Context, source: str, rows, labels, scores) -> pd.DataFrame
     return make_index([f"{prefix}:{r}" for r in rows], [source] * len(rows), labels, scores, row=rows)
 
 
-def curate_balanced(ctx: Context, cfg: dict, key: str) -> Curated:
-    per_class = get(ctx.params, f"{key}.per_class", int, lo=0)
-    rng = np.random.default_rng(get(ctx.params, f"{key}.seed", int))
+def curate_balanced(ctx: Context, cfg: Section) -> Curated:
+    per_class = cfg.get("per_class", int, lo=0)
+    rng = np.random.default_rng(cfg.get("seed", int))
     base = ctx.base_rows
     rel = S.balanced_subset(ctx.train["labels"][base], per_class, rng, ctx.num_classes)
     rows = base[rel]
     return Curated(shift_index(ctx, "train", rows, ctx.train["labels"][rows], np.ones(len(rows))))
 
 
-def query_rows(ctx: Context, cfg: dict, key: str) -> np.ndarray:
+def query_rows(ctx: Context, cfg: Section) -> np.ndarray:
     """Base-reserve rows used as queries/conditions, drawn by the shift's own seed so the shift
     does not depend on the `in` shift's params."""
-    per_class = get(ctx.params, f"{key}.queries_per_class", int, lo=0)
-    rng = np.random.default_rng(get(ctx.params, f"{key}.seed", int))
+    per_class = cfg.get("queries_per_class", int, lo=0)
+    rng = np.random.default_rng(cfg.get("seed", int))
     base = ctx.base_rows
     return base[S.balanced_subset(ctx.train["labels"][base], per_class, rng, ctx.num_classes)]
 
 
-def curate_img2img(ctx: Context, cfg: dict, key: str) -> Curated:
-    q = query_rows(ctx, cfg, key)
-    k = get(ctx.params, f"{key}.k", int, lo=1)
-    dedup = get(ctx.params, f"{key}.dedup", str, choices=("none", "vote", "drop"))
+def curate_img2img(ctx: Context, cfg: Section) -> Curated:
+    q = query_rows(ctx, cfg)
+    k = cfg.get("k", int, lo=1)
+    dedup = cfg.get("dedup", str, choices=("none", "vote", "drop"))
     web = ctx.web_rows
     rel, labels, scores = S.knn_transfer(ctx.emb("train_img")[q], ctx.train["labels"][q],
                                          ctx.emb("pool_img")[web], k, dedup, ctx.num_classes)
     rows = web[rel]
-    keep = S.cap_per_class(labels, scores, _cap(cfg, key))
+    keep = S.cap_per_class(labels, scores, _cap(cfg))
     return Curated(shift_index(ctx, "pool", rows[keep], labels[keep], scores[keep]),
                    stats={"queries": int(len(q)), "k": k, "dedup": dedup})
 
@@ -61,25 +61,25 @@ def _mentions(ctx: Context) -> np.ndarray:
     return ctx.classes.mentions(ctx.pool_meta["caption"].tolist())
 
 
-def curate_txt2img(ctx: Context, cfg: dict, key: str) -> Curated:
-    thr = get(ctx.params, "curation.clip_threshold", float, lo=-1.0, hi=1.0)
+def curate_txt2img(ctx: Context, cfg: Section) -> Curated:
+    thr = cfg.shared("curation.clip_threshold", float, lo=-1.0, hi=1.0)
     mentions = _mentions(ctx)
     rows, labels, scores = S.text_filter(mentions, ctx.emb("pool_txt"), ctx.emb("class_txt"), thr)
-    keep = S.cap_per_class(labels, scores, _cap(cfg, key))
+    keep = S.cap_per_class(labels, scores, _cap(cfg))
     return Curated(shift_index(ctx, "pool", rows[keep], labels[keep], scores[keep]),
                    stats={"clip_threshold": thr, "single_class_captions": int((mentions.sum(1) == 1).sum())})
 
 
-def curate_substring(ctx: Context, cfg: dict, key: str) -> Curated:
+def curate_substring(ctx: Context, cfg: Section) -> Curated:
     rows, labels = S.single_mention(_mentions(ctx))
     scores = np.ones(len(rows), dtype=np.float32)
-    keep = S.cap_per_class(labels, scores, _cap(cfg, key))
+    keep = S.cap_per_class(labels, scores, _cap(cfg))
     return Curated(shift_index(ctx, "pool", rows[keep], labels[keep], scores[keep]))
 
 
-def curate_schema_map(ctx: Context, cfg: dict, key: str) -> Curated:
+def curate_schema_map(ctx: Context, cfg: Section) -> Curated:
 
-    verified = get(ctx.params, f"{key}.verified_only", bool)
+    verified = cfg.get("verified_only", bool)
     # The full profile's pool stage copies OpenImages' vocabulary and mapping beside its labels;
     # the embedded profile's simulated ones are data/meta's.
     pool, meta = ctx.root / "data/pool", ctx.root / "data/meta"
@@ -99,33 +99,33 @@ def curate_schema_map(ctx: Context, cfg: dict, key: str) -> Curated:
     return Curated(idx, stats={"unmapped_classes": oi.unmapped_classes(ctx.num_classes)})
 
 
-def hkm_draw(params: dict, emb: np.ndarray, n: int, key: str) -> np.ndarray:
+def hkm_draw(cfg: Section, emb: np.ndarray, n: int) -> np.ndarray:
     from selectbench.curation.hkm import fit, sample
 
-    levels = get(params, f"{key}.levels", list)
+    levels = cfg.get("levels", list)
     if not levels or not all(isinstance(v, int) and v > 0 for v in levels):
-        raise fail(f"{key}.levels", f"expected a list of positive integers, got {levels!r}")
-    seed = get(params, f"{key}.seed", int)
-    tree = fit.fit(emb, levels, n_iter=get(params, f"{key}.n_iter", int, lo=1),
-                       resample_steps=get(params, f"{key}.resample_steps", int, lo=0),
-                       sample_strategy=get(params, f"{key}.sample_strategy", str, choices=("closest", "random")), seed=seed)
-    return sample.balanced_sample(tree, n, leaf=get(params, f"{key}.leaf", str, choices=("random", "closest")), seed=seed)
+        raise fail(f"{cfg.key}.levels", f"expected a list of positive integers, got {levels!r}")
+    seed = cfg.get("seed", int)
+    tree = fit.fit(emb, levels, n_iter=cfg.get("n_iter", int, lo=1),
+                       resample_steps=cfg.get("resample_steps", int, lo=0),
+                       sample_strategy=cfg.get("sample_strategy", str, choices=("closest", "random")), seed=seed)
+    return sample.balanced_sample(tree, n, leaf=cfg.get("leaf", str, choices=("random", "closest")), seed=seed)
 
 
-def curate_hkm(ctx: Context, cfg: dict, key: str) -> Curated:
+def curate_hkm(ctx: Context, cfg: Section) -> Curated:
     """Label-free balanced selection from the pool, then labels by k-NN vote against the
     base-reserve embeddings (the only labelled data a curator is assumed to own)."""
-    n = get(ctx.params, f"{key}.n", int, lo=0)
+    n = cfg.get("n", int, lo=0)
     pool_emb = ctx.emb("pool_img")
     base = ctx.base_rows
     candidates = ctx.web_rows
-    prefilter = get(ctx.params, f"{key}.prefilter_clusters", int, lo=0)
+    prefilter = cfg.get("prefilter_clusters", int, lo=0)
     if prefilter:  # keep only the pool's in-domain clusters before balancing (DataComp image-based filter)
         keep = S.image_based_filter(pool_emb[candidates], ctx.emb("train_img")[base], prefilter,
-                                    get(ctx.params, f"{key}.seed", int))
+                                    cfg.get("seed", int))
         candidates = candidates[keep]
-    rows = candidates[hkm_draw(ctx.params, pool_emb[candidates], n, key)]
+    rows = candidates[hkm_draw(cfg, pool_emb[candidates], n)]
     labels, conf = S.knn_vote(pool_emb[rows], ctx.emb("train_img")[base], ctx.train["labels"][base],
-                              get(ctx.params, f"{key}.label_k", int, lo=1), ctx.num_classes)
+                              cfg.get("label_k", int, lo=1), ctx.num_classes)
     return Curated(shift_index(ctx, "pool", rows, labels, conf),
-                   stats={"levels": cfg["levels"], "candidates_after_prefilter": int(len(candidates))})
+                   stats={"levels": cfg.raw["levels"], "candidates_after_prefilter": int(len(candidates))})

@@ -1,7 +1,5 @@
-"""The web-like candidate pool (LAION analogue), its simulated crowd labels (OpenImages analogue)
-and the held-out natural-shift set, for the embedded Fashion-MNIST default.
-
-Every simulated process and its default parameter value is justified in docs/simulation.md."""
+"""Simulated web captions: the class named correctly, wrongly (a confusable class first), not at
+all, or together with another class, with shop-style filler words."""
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -1,7 +1,5 @@
-"""The web-like candidate pool (LAION analogue), its simulated crowd labels (OpenImages analogue)
-and the held-out natural-shift set, for the embedded Fashion-MNIST default.
-
-Every simulated process and its default parameter value is justified in docs/simulation.md."""
+"""Open Clip Art drawings (Debian's openclipart-png) as grey base-format images, with the
+category and caption their folder implies."""
 from __future__ import annotations
 
 import hashlib

@@ -1,7 +1,4 @@
-"""The web-like candidate pool (LAION analogue), its simulated crowd labels (OpenImages analogue)
-and the held-out natural-shift set, for the embedded Fashion-MNIST default.
-
-Every simulated process and its default parameter value is justified in docs/simulation.md."""
+"""The `pool:` params section: its schema, defaults and the one-line errors for bad values."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,7 +1,4 @@
-"""The web-like candidate pool (LAION analogue), its simulated crowd labels (OpenImages analogue)
-and the held-out natural-shift set, for the embedded Fashion-MNIST default.
-
-Every simulated process and its default parameter value is justified in docs/simulation.md."""
+"""Noto Color Emoji glyphs rendered as grey base-format images, with their Unicode group and name."""
 from __future__ import annotations
 
 import re

@@ -1,7 +1,5 @@
-"""The web-like candidate pool (LAION analogue), its simulated crowd labels (OpenImages analogue)
-and the held-out natural-shift set, for the embedded Fashion-MNIST default.
-
-Every simulated process and its default parameter value is justified in docs/simulation.md."""
+"""The embedded default's checked-in metadata readers: crowd vocabulary, OpenImages mapping,
+the natural-shift map (the class list itself: selectbench.core.classes)."""
 from __future__ import annotations
 
 import csv

@@ -1,7 +1,5 @@
-"""The web-like candidate pool (LAION analogue), its simulated crowd labels (OpenImages analogue)
-and the held-out natural-shift set, for the embedded Fashion-MNIST default.
-
-Every simulated process and its default parameter value is justified in docs/simulation.md."""
+"""The natural-shift set: listed clip-art and emoji renditions of the base classes, held out of the
+pool and the transfer tasks (byte-identical and near-duplicate renders included)."""
 from __future__ import annotations
 
 from pathlib import Path

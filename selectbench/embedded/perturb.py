@@ -1,7 +1,4 @@
-"""The web-like candidate pool (LAION analogue), its simulated crowd labels (OpenImages analogue)
-and the held-out natural-shift set, for the embedded Fashion-MNIST default.
-
-Every simulated process and its default parameter value is justified in docs/simulation.md."""
+"""Web-style perturbations of pool images: affine, contrast, blur, inversion, JPEG re-encoding."""
 from __future__ import annotations
 
 import io

@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import ImageFont
 
 from selectbench.core.errors import UserError, fail
-from selectbench.core.io import atomic_save_npy, write_json
+from selectbench.core.io import atomic_path, atomic_save_npy, write_json
 from selectbench.core.runtime import stream_rng
 from selectbench.embedded.captions import KIND_NAMES, caption_kind_realised, make_captions
 from selectbench.embedded.clipart import clipart_caption, clipart_concept, list_clipart, load_clipart
@@ -29,17 +29,13 @@ from selectbench.embedded.render import SIDE, _parallel_map
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False, compression="zstd", engine="pyarrow")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False, compression="zstd", engine="pyarrow")
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False, lineterminator="\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, lineterminator="\n")
 
 
 def _rates(kinds: np.ndarray) -> dict:

@@ -1,17 +1,4 @@
-"""Utility metrics of the SELECT benchmark as pure functions (no file I/O).
-
-Conventions shared by every function here:
-
-* Inputs may be numpy arrays, lists or CPU/GPU torch tensors; outputs are numpy arrays or Python
-  floats/ints.
-* Labels are integer class indices in ``[0, num_classes)``.
-* Accuracies and error rates are fractions in ``[0, 1]``, never percentages.
-* A quantity that is undefined for the given input (accuracy of zero samples, rank correlation of
-  two points) is ``nan`` rather than an exception, so a sweep over shifts can report "no data" for
-  one cell without aborting the whole table.
-* Malformed input (wrong shape, label out of range, negative count, non-finite scores) raises
-  :class:`MetricInputError`, which is both a ``UserError`` (a stage reports it as one line) and a
-  ``ValueError`` (ordinary library callers can catch it as such)."""
+"""Dataset statistics of a shift: class counts, Gini, long tail, coverage."""
 from __future__ import annotations
 
 import math

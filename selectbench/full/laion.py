@@ -1,10 +1,4 @@
-"""Source adapters for the full profile: one interface over the real release formats.
-
-Every adapter exposes ``name``, ``len()``, ``meta()`` and ``load(rows)``; ``load`` decodes on demand
-and yields ``None`` for an item it cannot decode, counting the reason in ``self.errors`` (web pools
-always hold some broken files, and one bad file must not stop a stage). Mistakes in the inputs
-themselves (misaligned parts, bad headers, unknown class folders) raise ``UserError`` instead,
-because no result computed from them could be trusted."""
+"""The LAION adapter: metadata parquet + released img_emb/text_emb + img2dataset tars."""
 from __future__ import annotations
 
 import io
@@ -25,6 +19,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from selectbench.core.errors import UserError
+from selectbench.core.io import atomic_path
 from selectbench.full.decode import IMAGE_EXTENSIONS, _check_rows, _ErrorLog
 
 _PART_RE = re.compile(r"_(\d+)\.(?:parquet|npy)$")
@@ -266,10 +261,8 @@ class LaionSource(_ErrorLog):
         t = t.replace_schema_metadata(
             {b"selectbench_shards": json.dumps({"dir": str(self.shards_dir.resolve()), "shards": stamp}).encode()}
         )
-        self.index_cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.index_cache.with_name(self.index_cache.name + ".tmp")
-        pq.write_table(t, tmp)
-        os.replace(tmp, self.index_cache)
+        with atomic_path(self.index_cache) as tmp:
+            pq.write_table(t, tmp)
 
     def load(self, rows: Sequence[int], *, draft_size: int | None = None) -> Iterator[tuple[int, Image.Image | None]]:
         r = _check_rows(rows, len(self))

@@ -1,15 +1,4 @@
-"""Where a stage reads pixels: array files in the embedded profile, source adapters in the full one.
-
-Each image set is either an array file written by an earlier stage (data/raw/<split>.npz 'images',
-data/pool/images.npy, data/natural/images.npy, data/curated/<shift>/images.npy) or, in the full
-profile, a pointer file beside it (`<set>.images.json`) naming a selectbench.sources adapter and
-the square size and mode every image is decoded to. ImageNet at 224 px would be a 190 GB array and
-a LAION pool cannot be materialised at all, so a pointer is the only contract that scales.
-
-`open_images` returns an array-like either way: len(x), x[i], x[a:b], x[int array] -> uint8
-[N, H, W] (grey) or [N, H, W, 3]. An adapter image that cannot be decoded comes back black and is
-recorded in `failed` (row -> reason); `take` also returns which rows decoded, for stages that must
-drop, not train on, a broken file."""
+"""Decoding behind a pointer file: a lazy array-like over one or several adapters (full profile)."""
 from __future__ import annotations
 
 import hashlib

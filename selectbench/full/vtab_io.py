@@ -1,44 +1,4 @@
-"""VTAB-1k transfer tasks of the full profile: readers for the datasets' published on-disk layouts.
-
-SELECT measures transfer on 11 "VTAB-inspired" tasks. The 11 here are the VTAB-1k natural and
-specialized groups (Zhai et al. 2019): Caltech101, CIFAR-100, DTD, Flowers102, Oxford-IIIT Pets,
-SVHN, SUN397 (natural); Patch Camelyon, EuroSAT, RESISC45, Diabetic Retinopathy (specialized).
-The structured group (CLEVR, dSprites, SmallNORB, KITTI, DMLab) is left out: its labels are counts,
-positions and angles that tfds derives from renderer metadata, not a layout one can read.
-
-``open_task(name, root, seed=...)`` returns a :class:`VtabSplits` whose ``train`` and ``test`` are
-``selectbench.sources.Source`` objects (``meta()`` with a ``label`` column, ``load(rows)`` yielding
-PIL images). ``root`` may be the dataset folder itself or the folder its archive was extracted
-into. Mistakes in the layout (missing folders or files, unknown classes, bad labels) raise a
-one-line ``UserError``; an image that exists but cannot be decoded is yielded as ``None`` and
-counted in ``errors``, as every other source does.
-
-Formats (what each reader expects; ``LAYOUTS`` holds the same as one line each):
-
-* Caltech101 ``101_ObjectCategories/<class>/image_NNNN.jpg``; ``BACKGROUND_Google`` is not a class
-  (torchvision's convention). No official split: ``train_per_class`` (30, the tfds/VTAB split)
-  images per class are drawn with ``seed``, the rest is the test split.
-* CIFAR-100 ``cifar-100-python/{train,test,meta}``: the official Python pickles (``data`` uint8
-  N x 3072 in CHW order, ``fine_labels``; ``meta`` ``fine_label_names``). Pickles can run code when
-  loaded: only read a copy from the official archive.
-* DTD ``dtd/images/<class>/*.jpg`` + ``dtd/labels/{train,val,test}<k>.txt`` (``class/file.jpg``
-  per line); train = train + val of partition ``k`` (1), as in VTAB.
-* Flowers102 ``jpg/image_NNNNN.jpg`` + ``imagelabels.mat`` (``labels``, 1..102) + ``setid.mat``
-  (``trnid``, ``valid``, ``tstid``, 1-based image numbers); train = trnid + valid, as in VTAB.
-* Oxford-IIIT Pets ``images/<Breed>_<n>.jpg`` + ``annotations/{trainval,test}.txt``
-  (``<Breed>_<n> <class 1..37> <species> <breed id>``).
-* SVHN ``{train,test}_32x32.mat`` (format 2: ``X`` 32 x 32 x 3 x N, ``y`` N x 1 with 10 for digit 0).
-* SUN397 ``SUN397/<l>/<class>[/<sub>]/*.jpg`` + ``ClassName.txt`` + ``Partitions/{Training,Testing}_<kk>.txt``
-  (``/a/abbey/sun_x.jpg`` per line), partition ``k`` (1).
-* Patch Camelyon: the official release is HDF5 (``camelyonpatch_level_2_split_*_{x,y}.h5``); h5py
-  is not a dependency here and an HDF5 file cannot be written faithfully in a test without it, so
-  the reader takes the ImageFolder layout torchvision-style exports use instead:
-  ``{train,test}/{0,1}/*.png`` (0 = no tumour, 1 = tumour).
-* EuroSAT (RGB) ``2750/<Class>/<Class>_<n>.jpg`` (or ``EuroSAT_RGB/``), and RESISC45
-  ``NWPU-RESISC45/<class>/<class>_NNN.jpg``: no official split; a seeded class-stratified
-  ``test_fraction`` (0.2, the share of tfds/VTAB's test split) is held out.
-* Diabetic Retinopathy (Kaggle) ``train/<image>.jpeg`` + ``trainLabels.csv`` (``image,level``) and
-  ``test/<image>.jpeg`` + ``retinopathy_solution.csv`` (``image,level,Usage``), levels 0..4."""
+"""Shared pieces of the VTAB readers: file-list, array and subset sources, layout checks, folder splits."""
 from __future__ import annotations
 
 import os

@@ -1,10 +1,4 @@
-"""Synthetic shifts: a small text-conditioned pixel diffusion model (embedded profile) and
-Stable Diffusion pipelines (full profile), both with per-item seeding and batch-level resume.
-
-Embedded profile: 28x28 grayscale images are padded to a 32x32 canvas (background value) and
-folded 2x2 into 4 channels at 16x16 (space-to-depth, lossless), so a diffusers
-UNet2DConditionModel runs at a quarter of the spatial cost; conditioning is the token-level
-hidden states of a text encoder passed in as `encode_prompts(list[str]) -> [B, L, W]`."""
+"""Training the small diffusion model on pool images and captions, resumable from checkpoints."""
 from __future__ import annotations
 
 import os

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from selectbench.core import shards
 from selectbench.core.errors import UserError, fail
-from selectbench.core.io import write_json
+from selectbench.core.io import atomic_path, write_json
 from selectbench.core.runtime import compute_device, flush_denormal
 
 MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST pixel statistics
@@ -191,9 +191,8 @@ def save_checkpoint(path: Path, model, optimizer, step: int, epoch: int, batch_i
         "step": torch.tensor(step), "epoch": torch.tensor(epoch), "batch": torch.tensor(batch_in_epoch),
         "fingerprint": torch.tensor(list(bytes.fromhex(fp)), dtype=torch.uint8),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path, fp: str) -> dict | None:

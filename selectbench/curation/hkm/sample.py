@@ -1,35 +1,5 @@
-"""Clustering-based curation (Vo et al., arXiv 2405.15613): hierarchical k-means + balanced sampling.
-
-Plain k-means puts more centroids in dense regions, so drawing equally per cluster still favours
-dominant concepts. The method stacks k-means levels (level t clusters the centroids of level t-1),
-moves centroids away from dense regions with resampling steps, and then draws a subset by
-splitting the budget equally among the top-level clusters and recursing down the tree.
-
-Design choices (the reference, facebookresearch/ssl-data-curation, is the yardstick):
-
-* Assignment on CPU is one float32 BLAS product per block of rows followed by an argmin while
-  the block is in cache (a little faster than faiss ``IndexFlatL2.search`` here, and it takes
-  any subset of rows and centroids); on GPU it is faiss.
-  Memory is O(block * K) on top of the data; the centroid update is a sparse one-hot product,
-  accumulated in float64 across chunks.
-* Lloyd stops early only when an iteration leaves every assignment unchanged. That state is a
-  fixed point, so the result is the one the full ``n_iter`` iterations would give. On CPU each
-  iteration searches only what the update can change (``_lloyd_incremental``): points whose
-  centroid moved against all centroids, the others against the moved centroids only. The
-  iterates are those of a full search.
-* k-means++ seeding (greedy, 2 + log K candidates per step, as the reference) runs by default on
-  a uniform subsample of ``init_sample`` = 16 points per cluster; ``init_sample=None`` seeds on
-  all points as the reference does. On the benchmark this cut a fit's time by a quarter with
-  the same balance (bench/README-hkm.md).
-* The data are centred before clustering (k-means is translation invariant): the
-  ``|x|^2 - 2x.c + |c|^2`` expansion loses precision when the data sit far from the origin, and
-  after centring exact duplicates have distance exactly 0, which is how k-means++ detects that
-  there are fewer distinct points than clusters.
-* Fewer points (or distinct points) than clusters reduces K with a ``ClusterCountWarning``
-  rather than failing, as the reference does with ``min(n, K)``; clusters that end up empty are
-  dropped, so every cluster in a ``Tree`` holds at least one point and the next level clusters
-  only real centroids.
-* Empty clusters during Lloyd keep their previous centroid (the reference's rule)."""
+"""Balanced sampling from a fitted cluster tree: water-filling the budget down the levels, then a
+closest or random draw inside each leaf."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Tables, figures and checked findings from the per-shift metrics files (nothing upstream)."""
+"""The brief's headline findings, each checked against this run's numbers."""
 from __future__ import annotations
 
 import numpy as np

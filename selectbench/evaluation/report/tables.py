@@ -1,4 +1,4 @@
-"""Tables, figures and checked findings from the per-shift metrics files (nothing upstream)."""
+"""Tables of the report (utility, dataset statistics, every metric) from the per-shift metrics files."""
 from __future__ import annotations
 
 import json
