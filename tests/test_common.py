@@ -4,6 +4,7 @@ import pytest
 
 from selectbench.core.errors import UserError
 from selectbench.core.index import gather, make_index
+from selectbench.core.params import Section
 
 
 def _index(sources, rows):
@@ -33,11 +34,6 @@ def test_gather_empty_index_and_unknown_source():
 
 
 def test_section_reads_its_keys_and_names_the_full_key_in_errors():
-    import pytest
-
-    from selectbench.core.errors import UserError
-    from selectbench.core.params import Section
-
     p = {"curation": {"seed": 3}, "shifts": {"in": {"per_class": 5, "rebalance": {"n": 2}, "cap": None}}}
     cfg = Section(p, "shifts.in")
     assert cfg.get("per_class", int, lo=0) == 5 and cfg.sub("rebalance").get("n", int) == 2
