@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from selectbench.core.errors import UserError
-from selectbench.models import generator, generator_train, sampling, sd
+from selectbench.models import checkpoint, generator, generator_train, sampling, sd
 from tests.fixtures import write_tiny_sd
 
 W = 32  # text width of the stand-in encoder
@@ -106,7 +106,8 @@ def test_training_resumes_to_the_uninterrupted_result(data, enc, model, tmp_path
 
     with pytest.raises(KeyboardInterrupt):
         _train(data, enc, ckpt_dir=tmp_path, ckpt_every=1, log=crash_at_2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000003"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert torch.load(checkpoint.path(tmp_path), weights_only=True)["step"] == 3
 
     logged.clear()
     resumed = _train(data, enc, ckpt_dir=tmp_path, ckpt_every=1, log=lambda s, loss: logged.append(s))

@@ -12,7 +12,7 @@ import torch
 
 from selectbench.core import shards
 from selectbench.core.errors import UserError
-from selectbench.models import training
+from selectbench.models import checkpoint, training
 
 CFG = {"model": "test_resnet", "img_size": 32, "budget": "steps", "epochs": 1, "steps": 12, "batch_size": 16,
        "opt": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 2e-5, "sched": "cosine", "warmup_epochs": 1,
@@ -135,7 +135,7 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path):
     assert summary["steps"] == 12 and np.isfinite(summary["final_loss"])
     # A checkpoint from other params is not resumed from.
     other = {**CFG, "lr": 0.01}
-    assert training.load_checkpoint(ck / "last.pt", training.fingerprint(other, sizes, 4)) is None
+    assert checkpoint.load(ck, training.fingerprint(other, sizes, 4), "train") is None
 
 
 def test_kill_after_the_last_step_resumes_to_the_same_summary(tmp_path):
@@ -161,9 +161,9 @@ def test_tampered_checkpoint_is_refused(tmp_path, capsys):
     path = tmp_path / "last.pt"
     with open(path, "wb") as f:
         pickle.dump({"model": Evil()}, f)
-    assert training.load_checkpoint(path, "00") is None
+    assert checkpoint.load(tmp_path, "00", "train") is None
     assert not (tmp_path / "pwned").exists()
-    assert "ignoring unreadable checkpoint" in capsys.readouterr().out
+    assert "ignoring unreadable checkpoint" in capsys.readouterr().err
 
 
 def test_ddp_two_cpu_processes(tmp_path):

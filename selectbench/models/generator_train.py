@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -14,6 +11,7 @@ import torch.nn.functional as F
 
 from selectbench.core.errors import fail
 from selectbench.core.runtime import flush_denormal
+from selectbench.models import checkpoint
 from selectbench.models.generator import (
     _TABLE_BYTES,
     Generator,
@@ -55,46 +53,6 @@ class _Batches:
                 self._epoch = epoch
             out.append(self._perm[k])
         return torch.stack(out)
-
-
-_CKPT_RE = re.compile(r"^step-(\d{9})$")
-
-
-def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    found = sorted(p for p in ckpt_dir.glob("step-*") if _CKPT_RE.match(p.name) and p.is_dir()) \
-        if ckpt_dir.is_dir() else []
-    return found[-1] if found else None
-
-
-def _save_checkpoint(ckpt_dir: Path, step: int, model: Generator, opt, fingerprint: str) -> None:
-    from safetensors.torch import save_file
-
-    final = ckpt_dir / f"step-{step:09d}"
-    if final.exists():
-        return
-    tmp = ckpt_dir / f".tmp-step-{step:09d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.unet.state_dict().items()}, str(tmp / "unet.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "step": step, "fingerprint": fingerprint,
-                "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
-    os.replace(tmp, final)
-    for old in ckpt_dir.glob("step-*"):
-        if old != final and _CKPT_RE.match(old.name):
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(path: Path, model: Generator, opt, fingerprint: str) -> int | None:
-    from safetensors.torch import load_file
-
-    state = torch.load(path / "trainer.pt", weights_only=True)
-    if state.get("fingerprint") != fingerprint:
-        print(f"generator: ignoring checkpoint {path} from another configuration", file=sys.stderr)
-        return None
-    model.unet.load_state_dict(load_file(str(path / "unet.safetensors")), strict=True)
-    opt.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["step"])
 
 
 def train_generator(images: np.ndarray, captions: Sequence[str], encode_prompts: Callable, cond_dim: int, *,
@@ -139,11 +97,13 @@ def train_generator(images: np.ndarray, captions: Sequence[str], encode_prompts:
                        images, captions, _encode(encode_prompts, ["", uniq[0]], cond_dim, "cpu"))
 
     start = 0
-    ckpt_path = Path(ckpt_dir) if ckpt_dir is not None else None
-    if ckpt_path is not None and (latest := _latest_checkpoint(ckpt_path)) is not None:
-        start = _load_checkpoint(latest, model, opt, fingerprint) or 0
-        if start:
-            print(f"generator: resuming from step {start} ({latest})", file=sys.stderr)
+    state = checkpoint.load(ckpt_dir, fingerprint, "generator") if ckpt_dir is not None else None
+    if state is not None:
+        model.unet.load_state_dict(state["model"], strict=True)
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+        print(f"generator: resuming from step {start} ({checkpoint.path(ckpt_dir)})", file=sys.stderr)
 
     table = None
     # A table pays off only when training would encode more captions than it holds.
@@ -181,8 +141,9 @@ def train_generator(images: np.ndarray, captions: Sequence[str], encode_prompts:
 
         done = step + 1
         # Saved before log() so a failure raised from logging never loses the step.
-        if ckpt_path is not None and ((ckpt_every and done % ckpt_every == 0) or done == steps):
-            _save_checkpoint(ckpt_path, done, model, opt, fingerprint)
+        if ckpt_dir is not None and ((ckpt_every and done % ckpt_every == 0) or done == steps):
+            checkpoint.save(ckpt_dir, fingerprint, model=model.unet.state_dict(), optimizer=opt.state_dict(),
+                            step=done, torch_rng=torch.get_rng_state())
         if log is not None:
             log(step, float(loss.detach()))
     return model.eval()

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from selectbench.core import shards
 from selectbench.core.errors import UserError, fail
-from selectbench.core.io import atomic_path, write_json
+from selectbench.core.io import write_json
 from selectbench.core.runtime import compute_device, flush_denormal
+from selectbench.models import checkpoint
 
 MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST pixel statistics
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, timm's default for RGB
@@ -185,30 +186,6 @@ def fingerprint(cfg: dict, sizes: dict, num_classes: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def save_checkpoint(path: Path, model, optimizer, step: int, epoch: int, batch_in_epoch: int, fp: str) -> None:
-    state = {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "step": torch.tensor(step), "epoch": torch.tensor(epoch), "batch": torch.tensor(batch_in_epoch),
-        "fingerprint": torch.tensor(list(bytes.fromhex(fp)), dtype=torch.uint8),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path, fp: str) -> dict | None:
-    """The checkpoint if it belongs to this exact config and data, else None (start fresh)."""
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a torn or tampered file must not stop a fresh start
-        print(f"warning: ignoring unreadable checkpoint {path}: {e.__class__.__name__}", flush=True)
-        return None
-    if bytes(state["fingerprint"].tolist()).hex() != fp:
-        return None
-    return state
-
-
 def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir: Path | None,
           log: Callable[[dict], None] | None = None, rank: int = 0, world: int = 1,
           stop_after: int | None = None):
@@ -247,13 +224,9 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     fp = fingerprint(cfg, sizes, num_classes)
-    ckpt = None
-    if ckpt_dir is not None:
-        Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
-        ckpt = Path(ckpt_dir) / "last.pt"
     step = epoch = skip = 0
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, fp)
+    if ckpt_dir is not None:
+        state = checkpoint.load(ckpt_dir, fp, "train")
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -295,9 +268,10 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
                 log({"step": step, "loss": last_loss, "lr": optimizer.param_groups[0]["lr"], "epoch": epoch})
             # No checkpoint at the last step: resuming from it would run no step, so the summary
             # (final_loss in args.yaml) of a run killed before the stage wrote its model came out NaN.
-            if (ckpt is not None and rank == 0 and cfg["ckpt_every"] and step % cfg["ckpt_every"] == 0
+            if (ckpt_dir is not None and rank == 0 and cfg["ckpt_every"] and step % cfg["ckpt_every"] == 0
                     and step < run.steps):
-                save_checkpoint(ckpt, model, optimizer, step, epoch, batch_in_epoch, fp)
+                checkpoint.save(ckpt_dir, fp, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                step=step, epoch=epoch, batch=batch_in_epoch)
             if stop_after is not None and step >= stop_after:
                 bar.close()
                 return model.cpu(), {"stopped_at": step}
