@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from selectbench.core import context
 from selectbench.core.index import write_index
 from selectbench.core.io import atomic_save_npy, write_json
 from selectbench.core.params import load_params
 from selectbench.core.runtime import stage_main
+from selectbench.curation import context
 from selectbench.curation import registry as curation
 from selectbench.evaluation import counts as count_stats
 from selectbench.evaluation import noise

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from selectbench.core import shards
-from selectbench.core.context import image_arrays
 from selectbench.core.errors import UserError
 from selectbench.core.images import is_lazy, take
 from selectbench.core.index import read_index
 from selectbench.core.io import write_json
 from selectbench.core.params import get, load_params
 from selectbench.core.runtime import stage_main
+from selectbench.curation.context import image_arrays
 
 CHUNK = 256  # images decoded per read; bounds memory whatever the shift's size
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from selectbench.core.context import Context, Curated
 from selectbench.core.errors import fail
 from selectbench.core.io import read_json
 from selectbench.core.params import Section
+from selectbench.curation.context import Context, Curated
 from selectbench.curation.search import query_rows, shift_index
 
 

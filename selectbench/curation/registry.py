@@ -7,9 +7,9 @@ from typing import Callable
 
 import numpy as np
 
-from selectbench.core.context import Context, Curated, embeddings_of
 from selectbench.core.errors import fail
 from selectbench.core.params import Section, get
+from selectbench.curation.context import Context, Curated, embeddings_of
 from selectbench.curation.generated import curate_sd_img2img, curate_sd_txt2img
 from selectbench.curation.search import (
     curate_balanced,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from selectbench.core.context import Context, Curated
 from selectbench.core.errors import UserError, fail
 from selectbench.core.index import make_index
 from selectbench.core.openimages import OpenImagesLabels
 from selectbench.core.params import Section
 from selectbench.curation import strategies as S
+from selectbench.curation.context import Context, Curated
 
 
 def _cap(cfg: Section) -> int | None:

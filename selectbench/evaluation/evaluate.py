@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from selectbench.core import context
 from selectbench.core.classes import load as load_classes
 from selectbench.core.images import open_images
 from selectbench.core.index import gather, read_index
 from selectbench.core.io import read_json
 from selectbench.core.layout import load_split
 from selectbench.core.params import get
+from selectbench.curation import context
 from selectbench.evaluation import accuracy, noise
 from selectbench.evaluation import utility as E
 from selectbench.models.training import load_model, predict

@@ -25,9 +25,9 @@ from PIL import Image
 
 from selectbench.core.errors import fail
 from selectbench.core.params import get
+from selectbench.core.splits import split_rng, stratified_split
 from selectbench.embedded import clipart, emoji
 from selectbench.embedded import natural as holdout
-from selectbench.evaluation.splits import split_rng, stratified_split
 
 SIDE = 28  # the local tasks' own size, in grey (see _to_task_images)
 # Clip-art folders that are not a category: "unsorted" holds whatever was never filed.

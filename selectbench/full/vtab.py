@@ -48,7 +48,7 @@ from collections import Counter
 import numpy as np
 
 from selectbench.core.errors import UserError
-from selectbench.evaluation.splits import split_rng
+from selectbench.core.splits import split_rng
 from selectbench.full.decode import to_array
 from selectbench.full.imagefolder import ImageFolderSource
 from selectbench.full.vtab_io import (

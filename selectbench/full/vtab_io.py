@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from selectbench.core.errors import UserError
-from selectbench.evaluation.splits import split_rng, stratified_split
+from selectbench.core.splits import split_rng, stratified_split
 from selectbench.full.decode import IMAGE_EXTENSIONS, FileSource, Source, _check_rows, _ErrorLog
 from selectbench.full.imagefolder import _descend, _walk_images
 
