@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from selectbench.core.errors import UserError
-from selectbench.core.images import Subset, open_images, take
+from selectbench.core.images import Subset, is_lazy, open_images, take
 from selectbench.full import build
 from selectbench.full.decode import PathSource
-from selectbench.full.pointer import LazyImages, from_pointer, write_pointer
+from selectbench.full.pointer import LazyImages, code_version, from_pointer, write_pointer
 
 
 def _files(root, n, broken=()):
@@ -67,7 +67,11 @@ def test_pointer_round_trip_and_open_images_prefers_arrays(tmp_path):
     np.savez(raw / "train.npz", labels=np.arange(4), part=np.zeros(4))
     x = open_images("train", tmp_path)
     assert isinstance(x, LazyImages) and len(x) == 4 and x[3][0, 0, 0] == 30
-    assert json.loads((raw / "train.images.json").read_text())["size"] == 16
+    spec = json.loads((raw / "train.images.json").read_text())
+    # The adapter code's hash travels in the pointer, so a full-profile run reruns what decodes
+    # through the adapters when their code changes (the embedded profile never imports them).
+    assert spec["size"] == 16 and spec["code"] == code_version() and len(spec["code"]) == 64
+    assert is_lazy(x) and not is_lazy(np.zeros((1, 2, 2)))
     np.savez(raw / "train.npz", images=np.full((4, 28, 28), 7, np.uint8), labels=np.arange(4))
     arr = open_images("train", tmp_path)
     assert isinstance(arr, np.ndarray) and arr.shape == (4, 28, 28)
