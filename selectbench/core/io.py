@@ -10,6 +10,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from selectbench.core.errors import UserError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -49,3 +51,15 @@ def _json_default(o):
 def atomic_save_npy(path: str | os.PathLike, arr: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save adds no suffix
         np.save(f, arr)
+
+
+def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz (no pickles), or a one-line error naming the file and what it should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable {what} ({e})") from None

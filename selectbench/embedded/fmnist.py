@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from selectbench.core.errors import UserError, fail
+from selectbench.core.io import read_npz
 from selectbench.embedded.render import SIDE
 
 FILES = {
@@ -127,15 +128,8 @@ def select_fmnist_rows(train: dict, n: int, exponent: float, n_classes: int, rng
 
 
 def load_train(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"train file not found: {p}")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            train = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise UserError(f"{p}: not a readable .npz ({e})") from None
-    check_train(train, str(p))
+    train = read_npz(path, "train file")
+    check_train(train, str(path))
     return train
 
 

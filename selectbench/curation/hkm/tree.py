@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from selectbench.core.errors import UserError, fail
-from selectbench.core.io import atomic_path
+from selectbench.core.io import atomic_path, read_npz
 from selectbench.curation.hkm.kmeans import _group_sum
 
 TREE_FORMAT = 1
@@ -79,14 +78,7 @@ class Tree:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tree":
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: tree file not found")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: not a readable tree file ({e})") from None
+        data = read_npz(path, "tree file")
         if "format" not in data or int(data["format"]) != TREE_FORMAT:
             raise UserError(f"{path}: not a hierarchical k-means tree (format {TREE_FORMAT})")
         try:
