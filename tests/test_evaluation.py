@@ -11,7 +11,19 @@ def test_imagenet_r_and_a_are_scored_on_their_own_classes_only():
                        [9.0, 1.0, 2.0, 0.0]])  # -V2, label 2: all classes count
     labels = np.array([2, 1, 2])
     sets = np.array(["imagenet_r", "imagenet_r", "imagenet_v2"])
-    assert natural_predictions(logits, labels, sets).tolist() == [2, 1, 0]
+    assert natural_predictions(logits, labels, sets, {"imagenet_r": [1, 2]}).tolist() == [2, 1, 0]
+    # A class the set publishes but the data lacks still competes: with class 3 scored, the second
+    # image is wrong, as it is for a model at chance; scoring only the classes present would
+    # have made it right (with one class present, every image would be).
+    assert natural_predictions(logits, labels, sets, {"imagenet_r": [1, 2, 3]}).tolist() == [2, 3, 0]
+    assert natural_predictions(logits, labels, sets).tolist() == [0, 3, 0]  # no restriction given
     assert natural_predictions(logits, labels, None).tolist() == [0, 3, 0]
     assert natural_predictions(logits, labels, np.array(["imagenet_sketch"] * 3)).tolist() == [0, 3, 0]
     assert natural_predictions(np.empty((0, 0)), np.empty(0, int), None).shape == (0,)
+
+
+def test_a_label_outside_the_scored_classes_is_an_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="not among its scored classes"):
+        natural_predictions(np.zeros((1, 3)), np.array([0]), np.array(["imagenet_a"]), {"imagenet_a": [1, 2]})

@@ -90,6 +90,8 @@ def test_models_are_rgb_and_every_metric_is_computed(project):
         assert m["status"] == "ok" and 0 <= m["top1"] <= 1
         assert set(m["natural"]["per_set"]) == {"imagenet_v2", "imagenet_r", "imagenet_sketch"}
         assert m["natural"]["images"] == 12 + 4 + 12
+        # -R is scored over its published classes that the run has (goldfish, great white shark)
+        assert m["natural"]["scored_classes"] == {"imagenet_r": [1, 2]}
         assert set(m["transfer"]["tasks"]) == {"vtab_eurosat"}
         assert np.isfinite(m["corruption"]["mean_top1"])
     gen = np.load(d / "data/curated/sd_img2img/images.npy")

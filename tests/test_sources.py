@@ -13,7 +13,14 @@ from selectbench.core.errors import UserError
 from selectbench.core.index import INDEX_COLUMNS
 from selectbench.core.openimages import OpenImagesLabels
 from selectbench.full.decode import Source, decode_image, to_array
-from selectbench.full.imagefolder import ImageFolderSource, imagenet_a, imagenet_r, imagenet_sketch, imagenet_v2
+from selectbench.full.imagefolder import (
+    ImageFolderSource,
+    imagenet_a,
+    imagenet_r,
+    imagenet_sketch,
+    imagenet_v2,
+    published_wnids,
+)
 from selectbench.full.laion import LaionSource
 
 try:
@@ -142,12 +149,41 @@ def test_imagenet_variant_layouts(tmp_path, variant, ctor):
 
 def test_imagenet_v2_index_range_and_wnid_file(tmp_path):
     f = fx.write_imagenet_variant(tmp_path, "imagenet_v2")
-    with pytest.raises(UserError, match="class index 10"):
-        imagenet_v2(f.root, f.wnids[:10])
+    # Folder "10" is the 11th sorted ImageNet wnid: outside a 10-class run it is skipped and counted.
+    sub = imagenet_v2(f.root, f.wnids[:10])
+    assert sub.meta()["label"].value_counts().to_dict() == {0: 1, 2: 2} and sub.skipped == {"10": 1}
     r = fx.write_imagenet_variant(tmp_path, "imagenet_r")
     wnid_file = tmp_path / "wnids.txt"
     wnid_file.write_text("".join(f"{w} name {i}\n" for i, w in enumerate(r.wnids)))
     assert imagenet_r(r.root, wnid_file).meta()["label"].value_counts().to_dict() == r.label_counts
+
+
+def test_imagenet_v2_labels_follow_the_sorted_1000_wnids_whatever_the_class_list_order(tmp_path):
+    f = fx.write_imagenet_variant(tmp_path, "imagenet_v2")
+    sorted_1k = published_wnids("imagenet")
+    assert len(sorted_1k) == 1000 and sorted_1k == sorted(sorted_1k) and sorted_1k[:12] == list(fx.WNIDS)
+    shuffled = list(np.random.default_rng(0).permutation(sorted_1k))
+    m = imagenet_v2(f.root, shuffled).meta()
+    pos = {w: i for i, w in enumerate(shuffled)}
+    # folder k holds class sorted_1k[k]: its label is that wnid's position in the run's list
+    want = {pos[sorted_1k[k]]: n for k, n in f.label_counts.items()}
+    assert m["label"].value_counts().to_dict() == want
+    assert set(m["class_name"]) == {sorted_1k[k] for k in f.label_counts}
+    with pytest.raises(UserError, match="indexes 0..999"):
+        (f.root / "imagenetv2-matched-frequency-format-val" / "1000").mkdir()
+        imagenet_v2(f.root, shuffled)
+
+
+def test_imagenet_r_and_a_keep_the_run_classes_and_refuse_unpublished_folders(tmp_path):
+    r = fx.write_imagenet_variant(tmp_path, "imagenet_r")  # folders WNIDS[1], WNIDS[9]
+    src = imagenet_r(r.root, [fx.WNIDS[9], fx.WNIDS[1]])  # another order: labels follow it
+    assert src.meta()["label"].value_counts().to_dict() == {1: 2, 0: 1} and src.skipped == {}
+    only = imagenet_r(r.root, [fx.WNIDS[1], fx.WNIDS[3]])
+    assert only.meta()["label"].value_counts().to_dict() == {0: 2} and only.skipped == {fx.WNIDS[9]: 1}
+    assert fx.WNIDS[0] not in published_wnids("imagenet_r")  # tench is not one of ImageNet-R's 200
+    (r.root / "imagenet-r" / fx.WNIDS[0]).mkdir()
+    with pytest.raises(UserError, match="not one of imagenet_r's 200 published classes"):
+        imagenet_r(r.root, fx.WNIDS)
 
 
 # ---------------------------------------------------------------------------- LAION

@@ -12,7 +12,7 @@ from selectbench.core.classes import load as load_classes
 from selectbench.core.images import open_images
 from selectbench.core.index import gather, read_index
 from selectbench.core.io import read_json
-from selectbench.core.layout import load_split
+from selectbench.core.layout import NATURAL, load_split
 from selectbench.core.params import get
 from selectbench.curation import context
 from selectbench.evaluation import accuracy, noise
@@ -100,12 +100,16 @@ def evaluate_shift(p: dict, shift: str) -> dict:
         nat_meta = pd.read_parquet("data/natural/meta.parquet")
         nat_labels = nat_meta["label"].to_numpy()
         sets = nat_meta["set"].to_numpy() if "set" in nat_meta else None
-        nat_pred = E.natural_predictions(predict(model, nat, cfg), nat_labels, sets)
+        scored_file = NATURAL / "scored_classes.json"
+        scored = read_json(scored_file) if scored_file.exists() else {}
+        nat_pred = E.natural_predictions(predict(model, nat, cfg), nat_labels, sets, scored)
         out["natural"] = {"top1": float((nat_pred == nat_labels).mean()) if len(nat) else float("nan"),
                           "images": int(len(nat)), "correct": int((nat_pred == nat_labels).sum())}
         if sets is not None:  # full profile: ImageNet-V2 / -R / -A / -Sketch each on its own too
             out["natural"]["per_set"] = {s: float((nat_pred[sets == s] == nat_labels[sets == s]).mean())
                                          for s in sorted(set(sets))}
+            # Which classes each restricted set was scored over (its published ones the run has).
+            out["natural"]["scored_classes"] = {s: c for s, c in scored.items() if (sets == s).any()}
         tcfg = get(p, "transfer", dict)
         accs, ns, per_task = [], [], {}
         for task in tcfg["tasks"]:

@@ -27,20 +27,22 @@ def corruption_metrics(logits: np.ndarray, labels: np.ndarray, cidx: np.ndarray,
 
 
 # --- natural distribution shift ------------------------------------------------------------------
-# ImageNet-R and -A hold 200 of the 1,000 classes; their published protocol scores a 1000-way model
-# on those 200 logits only (Hendrycks et al.), else errors into absent classes would be counted.
-SUBSET_SETS = frozenset({"imagenet_r", "imagenet_a"})
-
-
-def natural_predictions(logits: np.ndarray, labels: np.ndarray, sets: np.ndarray | None) -> np.ndarray:
-    """argmax per image; for a SUBSET_SETS image, over the classes present in its set only."""
+def natural_predictions(logits: np.ndarray, labels: np.ndarray, sets: np.ndarray | None,
+                        scored: dict[str, list[int]] | None = None) -> np.ndarray:
+    """argmax per image; for an image of a set in `scored` (ImageNet-R / -A: the published protocol
+    scores only their 200 classes, data/natural/scored_classes.json), over those classes only."""
     pred = logits.argmax(1) if len(logits) else np.empty(0, dtype=np.int64)
-    if sets is None:
+    if sets is None or not scored:
         return pred
-    for name in SUBSET_SETS & set(np.unique(sets)):
+    for name, classes in scored.items():
         m = sets == name
-        present = np.unique(labels[m])
-        pred[m] = present[logits[np.ix_(m, present)].argmax(1)]
+        if not m.any():
+            continue
+        allowed = np.asarray(sorted(classes), dtype=np.int64)
+        outside = sorted(set(np.unique(labels[m]).tolist()) - set(allowed.tolist()))
+        if outside:
+            raise ValueError(f"{name}: labels {outside[:5]} are not among its scored classes")
+        pred[m] = allowed[logits[np.ix_(m, allowed)].argmax(1)]
     return pred
 
 

@@ -76,6 +76,9 @@ def build_raw(p: dict, classes: list[dict], out: Path) -> dict:
     return summary
 
 
+# ImageNet-R and -A hold 200 of the 1,000 classes; their published protocol scores a 1000-way model
+# on those 200 logits only (Hendrycks et al.), here intersected with the run's classes.
+SUBSET_SETS = ("imagenet_r", "imagenet_a")
 NATURAL = {"imagenet_v2": imagefolder.imagenet_v2, "imagenet_r": imagefolder.imagenet_r,
            "imagenet_a": imagefolder.imagenet_a, "imagenet_sketch": imagefolder.imagenet_sketch}
 
@@ -85,12 +88,17 @@ def build_natural(p: dict, classes: list[dict], out: Path) -> dict:
     s = settings(p)
     ids = wnids(classes)
     out.mkdir(parents=True, exist_ok=True)
-    frames, parts = [], {}
+    frames, parts, skipped, scored = [], {}, {}, {}
     for name, make in NATURAL.items():
         root = _path(p, f"full.natural.{name}", required=False)
         if root is None:
             continue
         src = make(root, ids)
+        if src.skipped:
+            skipped[name] = {"classes": len(src.skipped), "images": int(sum(src.skipped.values()))}
+        if name in SUBSET_SETS:  # scored over the set's published classes that the run has
+            pos = {w: i for i, w in enumerate(ids)}
+            scored[name] = sorted(pos[w] for w in imagefolder.published_wnids(name) if w in pos)
         m = src.meta()
         frames.append(pd.DataFrame({"sample_id": m["sample_id"], "label": m["label"].astype(np.int64), "set": name,
                                     "origin": name, "origin_row": np.arange(len(m), dtype=np.int64)}))
@@ -101,7 +109,9 @@ def build_natural(p: dict, classes: list[dict], out: Path) -> dict:
     meta = pd.concat(frames, ignore_index=True)
     meta.to_parquet(out / "meta.parquet", index=False, compression="zstd")
     write_pointer(out / "images.json", parts, s["size"], "RGB", s["workers"], table="meta.parquet")
-    return {"n": int(len(meta)), "per_set": meta["set"].value_counts().sort_index().to_dict()}
+    write_json(out / "scored_classes.json", scored)
+    return {"n": int(len(meta)), "per_set": meta["set"].value_counts().sort_index().to_dict(),
+            "outside_the_run_classes": skipped}
 
 
 def build_pool(p: dict, classes: list[dict], out: Path, natural_out: Path) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +22,10 @@ class ImageFolderSource(FileSource):
     without class_names, folders are sorted and numbered 0..C-1. class_index_from='int': the folder
     name is the label (ImageNet-V2). A folder that cannot be mapped is a UserError: silently
     dropping a class, or giving it label -1, would skew every per-class metric downstream.
+
+    folder_map (folder -> (label, class name)) overrides both: folders it leaves out are skipped on
+    purpose (a variant's classes outside the run's class list) and their images counted in
+    `skipped` (folder -> images).
     """
 
     def __init__(
@@ -31,6 +36,7 @@ class ImageFolderSource(FileSource):
         class_index_from: Literal["name", "int"] = "name",
         name: str = "imagefolder",
         extensions: frozenset[str] = IMAGE_EXTENSIONS,
+        folder_map: dict[str, tuple[int, str]] | None = None,
     ):
         self.name = name
         self.root = Path(root)
@@ -45,7 +51,15 @@ class ImageFolderSource(FileSource):
         if not folders:
             raise UserError(f"{self.root}: no class folders (expected root/<class>/<image>)")
         label_of: dict[str, int] = {}
-        if class_index_from == "int":
+        self.skipped: dict[str, int] = {}
+        if folder_map is not None:
+            for f in [f for f in folders if f not in folder_map]:
+                self.skipped[f] = len(_walk_images(self.root, f, extensions))
+            folders = [f for f in folders if f in folder_map]
+            label_of = {f: folder_map[f][0] for f in folders}
+            if not folders:
+                raise UserError(f"{self.root}: none of its class folders is one of the run's classes")
+        elif class_index_from == "int":
             for f in folders:
                 if not re.fullmatch(r"\d+", f):
                     raise UserError(f"{self.root / f}: class folder is not an integer (class_index_from='int')")
@@ -68,7 +82,8 @@ class ImageFolderSource(FileSource):
             for path in _walk_images(self.root, f, extensions):
                 rel.append(path)
                 labels.append(label_of[f])
-                cls.append(f if names is None or class_index_from == "name" else names[label_of[f]])
+                cls.append(folder_map[f][1] if folder_map is not None
+                           else f if names is None or class_index_from == "name" else names[label_of[f]])
         if not rel:
             raise UserError(f"{self.root}: no image files under the class folders")
         self._meta = pd.DataFrame(
@@ -123,22 +138,62 @@ def _descend(root: str | os.PathLike, candidates: Sequence[str]) -> Path:
     return root
 
 
+def published_wnids(which: str) -> list[str]:
+    """ImageNet's 1,000 wnids in their sorted (class-index) order (`imagenet`), or the 200 of
+    ImageNet-R / -A (`imagenet_r`, `imagenet_a`), as shipped with timm."""
+    files = {"imagenet": "imagenet_synsets.txt", "imagenet_r": "imagenet_r_synsets.txt",
+             "imagenet_a": "imagenet_a_synsets.txt"}
+    text = (resources.files("timm.data") / "_info" / files[which]).read_text()
+    return [ln.split()[0] for ln in text.splitlines() if ln.strip()]
+
+
+def _run_positions(wnids) -> dict[str, int]:
+    names = _read_class_list(wnids)
+    return {w: i for i, w in enumerate(names)}
+
+
+def _variant(root: Path, wnids, name: str, published: list[str], by_index: bool) -> ImageFolderSource:
+    """A variant's folders mapped onto the run's classes. Its folders must be classes the variant
+    publishes (by index into the sorted 1,000 for V2, by wnid otherwise); those outside the run's
+    class list are skipped and counted, whatever the order or subset of classes.yaml."""
+    pos = _run_positions(wnids)
+    if not root.is_dir():
+        raise UserError(f"{root}: image folder not found")
+    with os.scandir(root) as it:
+        folders = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    fmap, known = {}, set(published)
+    for f in folders:
+        if by_index:
+            if not re.fullmatch(r"\d+", f) or int(f) >= len(published):
+                raise UserError(f"{root / f}: {name} class folders are indexes 0..{len(published) - 1}, got {f!r}")
+            w = published[int(f)]
+        else:
+            if f not in known:
+                raise UserError(f"{root / f}: {f!r} is not one of {name}'s {len(published)} published classes")
+            w = f
+        if w in pos:
+            fmap[f] = (pos[w], w)
+    return ImageFolderSource(root, name=name, folder_map=fmap)
+
+
 def imagenet_v2(root, wnids, variant: str = "matched-frequency") -> ImageFolderSource:
     """ImageNetV2 tarballs extract to imagenetv2-<variant>-format-val/<0..999>/<hash>.jpeg."""
     root = _descend(root, [f"imagenetv2-{variant}-format-val", f"imagenetv2-{variant}"])
-    return ImageFolderSource(root, wnids, class_index_from="int", name="imagenet_v2")
+    # V2's folder names index the sorted 1,000 ImageNet wnids, not the run's class list.
+    return _variant(root, wnids, "imagenet_v2", published_wnids("imagenet"), by_index=True)
 
 
 def imagenet_r(root, wnids) -> ImageFolderSource:
     """imagenet-r/<wnid>/<style>_<n>.jpg, 200 of the 1000 wnids (plus a README.txt)."""
-    return ImageFolderSource(_descend(root, ["imagenet-r"]), wnids, name="imagenet_r")
+    return _variant(_descend(root, ["imagenet-r"]), wnids, "imagenet_r", published_wnids("imagenet_r"), by_index=False)
 
 
 def imagenet_a(root, wnids) -> ImageFolderSource:
     """imagenet-a/<wnid>/<name>.jpg, 200 of the 1000 wnids (plus a README.txt)."""
-    return ImageFolderSource(_descend(root, ["imagenet-a"]), wnids, name="imagenet_a")
+    return _variant(_descend(root, ["imagenet-a"]), wnids, "imagenet_a", published_wnids("imagenet_a"), by_index=False)
 
 
 def imagenet_sketch(root, wnids) -> ImageFolderSource:
     """ImageNet-Sketch.zip extracts to sketch/<wnid>/<wnid>_<n>.JPEG, all 1000 wnids."""
-    return ImageFolderSource(_descend(root, ["sketch", "ImageNet-Sketch"]), wnids, name="imagenet_sketch")
+    return _variant(_descend(root, ["sketch", "ImageNet-Sketch"]), wnids, "imagenet_sketch", published_wnids("imagenet"),
+                    by_index=False)
