@@ -10,6 +10,7 @@ the closest known key. The output is constant, so a valid param change reruns no
 import argparse
 from pathlib import Path
 
+from selectbench.core import layout
 from selectbench.core.io import atomic_path
 from selectbench.core.params import KEYS_FILE, apply_profile, check, derive_keys_from, load_params, write_keys
 from selectbench.core.runtime import stage_main
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m stages.check_params", description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="data/params.ok")
+    ap.add_argument("--out", default=str(layout.PARAMS_OK))
     ap.add_argument("--write-keys", action="store_true", help=f"regenerate {KEYS_FILE.name} from the default profiles")
     ap.add_argument("--apply", metavar="PROFILE_YAML", help="merge this file's values into --params (comments kept)")
     args = ap.parse_args(argv)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from selectbench.core import layout
 from selectbench.core.images import open_images
 from selectbench.core.io import write_json
 from selectbench.core.layout import load_split
@@ -16,12 +17,12 @@ from selectbench.evaluation.corruptions import corrupted_set
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m stages.corrupt")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="data/corrupted")
+    ap.add_argument("--out", default=str(layout.CORRUPTED))
     args = ap.parse_args(argv)
     p = load_params(args.params)
     n = get(p, "corrupt.n", int, lo=1)
     seed = get(p, "corrupt.seed", int)
-    test = load_split("data/raw/test.npz")
+    test = load_split(layout.TEST_SPLIT)
     images, labels, cidx, sev, names, pick = corrupted_set(open_images("test"), test["labels"], n, seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

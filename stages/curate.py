@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from selectbench.core import layout
 from selectbench.core.index import write_index
 from selectbench.core.io import atomic_save_npy, write_json
 from selectbench.core.params import load_params
@@ -49,7 +50,7 @@ def main(argv=None):
     ap.add_argument("--cost", default=None, help="default: reports/cost/curate_<shift>.json")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    out = Path(args.out or f"data/curated/{args.shift}")
+    out = Path(args.out) if args.out else layout.curated(args.shift)
     ctx = context.Context(params)
     t0, c0 = time.perf_counter(), time.process_time()
     cur = curation.run(ctx, args.shift)
@@ -63,7 +64,7 @@ def main(argv=None):
         atomic_save_npy(out / "images.npy", np.ascontiguousarray(cur.images, dtype=np.uint8))
     write_json(out / "stats.json", stats)
     # Wall-clock cost lives apart from the content-hashed outputs so that timings never change them.
-    write_json(args.cost or f"reports/cost/curate_{args.shift}.json",
+    write_json(args.cost or layout.cost(f"curate_{args.shift}"),
                {"shift": args.shift, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
                 "images": int(len(cur.index)), "images_per_s": round(len(cur.index) / max(wall, 1e-9), 2)})
     if len(cur.index) == 0:

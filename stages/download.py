@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from selectbench.core import layout
 from selectbench.core.classes import load as load_classes
 from selectbench.core.io import write_json
 from selectbench.core.params import get, load_params, profile
@@ -19,7 +20,7 @@ from selectbench.full import build as full
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m stages.download")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="data/raw")
+    ap.add_argument("--out", default=str(layout.RAW))
     args = ap.parse_args(argv)
     p = load_params(args.params)
     if profile(p) == "full":
@@ -31,7 +32,7 @@ def main(argv=None):
     url = get(p, "data.url", str)
     reserve = get(p, "data.base_reserve", int, lo=1)
     seed = get(p, "data.seed", int)
-    arrays = fetch(source_dir, url, Path("data/tmp/download"))
+    arrays = fetch(source_dir, url, layout.TMP / "download")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     part = split_parts(arrays["train_labels"], reserve, seed)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from selectbench.core import layout
 from selectbench.core.arrays import unit_rows
 from selectbench.core.classes import load as load_classes
 from selectbench.core.errors import UserError
@@ -51,20 +52,20 @@ def pool_embeddings(emb: embedder.Embedder, meta: pd.DataFrame, batch: int) -> t
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m stages.embed")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="data/embeddings")
+    ap.add_argument("--out", default=str(layout.EMBEDDINGS))
     args = ap.parse_args(argv)
     p = load_params(args.params)
     batch = get(p, "embed.batch_size", int, lo=1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    emb = embedder.load("models/embedder")
+    emb = embedder.load(layout.EMBEDDER)
     base = base_name()
     for split in ("train", "test"):
         e = emb.encode_images(open_images(split), batch, desc=f"embed {split} images")
         _save(out, f"{split}_img", e, [f"{base}_{split}:{i}" for i in range(len(e))])
     cols = [c for c in ("sample_id", "caption", "origin", "origin_row")
-            if c in pq.ParquetFile("data/pool/meta.parquet").schema_arrow.names]
-    meta = pd.read_parquet("data/pool/meta.parquet", columns=cols)
+            if c in pq.ParquetFile(layout.POOL_META).schema_arrow.names]
+    meta = pd.read_parquet(layout.POOL_META, columns=cols)
     img, txt = pool_embeddings(emb, meta, batch)
     ids = meta["sample_id"].tolist()
     _save(out, "pool_img", img, ids)

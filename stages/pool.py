@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from selectbench.core import layout
 from selectbench.core.classes import load as load_classes
 from selectbench.core.params import get, load_params, profile
 from selectbench.core.runtime import stage_main
@@ -25,9 +26,9 @@ from selectbench.full import build as full
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m stages.pool", description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--train", default="data/raw/train.npz")
-    ap.add_argument("--out", default="data/pool")
-    ap.add_argument("--natural-out", default="data/natural")
+    ap.add_argument("--train", default=str(layout.TRAIN_SPLIT))
+    ap.add_argument("--out", default=str(layout.POOL))
+    ap.add_argument("--natural-out", default=str(layout.NATURAL))
     args = ap.parse_args(argv)
 
     params = load_params(args.params)

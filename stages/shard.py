@@ -4,11 +4,10 @@ Pixels are read through selectbench.images (arrays, or the full profile's adapte
 chunks); an image that cannot be decoded is left out and counted in summary.json, not trained on."""
 import argparse
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
-from selectbench.core import shards
+from selectbench.core import layout, shards
 from selectbench.core.errors import UserError
 from selectbench.core.images import is_lazy, take
 from selectbench.core.index import read_index
@@ -29,7 +28,7 @@ def main(argv=None):
     p = load_params(args.params)
     per_shard = get(p, "shard.samples_per_shard", int, lo=1)
     seed = get(p, "shard.seed", int)
-    curated = Path(f"data/curated/{args.shift}")
+    curated = layout.curated(args.shift)
     index = read_index(curated / "index.parquet")
     arrays = image_arrays(index, curated)
     # Shuffle once so every shard mixes classes; training adds its own shard + buffer shuffle.
@@ -59,14 +58,14 @@ def main(argv=None):
                 yield f"{j:08d}", img, int(labels[i]), meta
                 j += 1
 
-    sizes = shards.write_shards(samples(), f"data/shards/{args.shift}", per_shard, total=len(index))
+    sizes = shards.write_shards(samples(), layout.shards(args.shift), per_shard, total=len(index))
     n = int(sum(sizes.values()))
     if len(channels) > 1:
         raise UserError(f"shard@{args.shift}: images of mixed channel counts {sorted(channels)}")
     summary = {"samples": n, "shards": len(sizes), "channels": channels.pop() if channels else 1}
     if failed:
         summary["undecodable"] = dict(sorted(failed.items()))
-    write_json(f"data/shards/{args.shift}/summary.json", summary)
+    write_json(layout.shards(args.shift) / "summary.json", summary)
     note = f"; {sum(failed.values())} undecodable images left out ({dict(failed)})" if failed else ""
     print(f"shard@{args.shift}: {n} samples in {len(sizes)} shards{note}")
 

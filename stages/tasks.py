@@ -2,6 +2,7 @@
 import argparse
 from pathlib import Path
 
+from selectbench.core import layout
 from selectbench.core.io import write_json
 from selectbench.core.params import load_params
 from selectbench.core.runtime import stage_main
@@ -12,7 +13,7 @@ from selectbench.evaluation.tasks import build_tasks
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m stages.tasks")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="data/tasks")
+    ap.add_argument("--out", default=str(layout.TASKS))
     args = ap.parse_args(argv)
     summary = build_tasks(load_params(args.params), Path(args.out))
     # Timings vary run to run; the summary file must not (DVC hashes it).

@@ -80,7 +80,7 @@ def main(argv=None):
             yaml.safe_dump(resolved, f, sort_keys=True)
         live.summary = {"images_per_s": summary["images_per_s"], "final_loss": summary["final_loss"]}
         live.end()
-        write_json(f"reports/cost/train_{args.shift}.json", {"wall_s": round(summary["wall_s"], 2),
+        write_json(layout.cost(f"train_{args.shift}"), {"wall_s": round(summary["wall_s"], 2),
                    "images_per_s": round(summary["images_per_s"], 1), "world": world, "steps": summary["steps"]})
         (ckpt_dir / "last.pt").unlink(missing_ok=True)  # a finished run needs no resume point
         print(f"train@{args.shift}: {summary['steps']} steps, {summary['images_per_s']:.0f} img/s, "

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from selectbench.core import layout
 from selectbench.core.io import write_json
 from selectbench.core.params import get, load_params
 from selectbench.core.runtime import live as live_logger
@@ -18,7 +19,7 @@ from selectbench.models import embedder
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m stages.train_embedder")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="models/embedder")
+    ap.add_argument("--out", default=str(layout.EMBEDDER))
     args = ap.parse_args(argv)
     p = load_params(args.params)
     out = Path(args.out)
@@ -34,8 +35,8 @@ def main(argv=None):
     seed = get(p, "embedder.seed", int)
     arch = get(p, "embedder.arch", dict)
     seed_everything(seed)
-    images = np.load("data/pool/images.npy")
-    captions = pd.read_parquet("data/pool/meta.parquet", columns=["caption"])["caption"].tolist()
+    images = np.load(layout.POOL / "images.npy")
+    captions = pd.read_parquet(layout.POOL_META, columns=["caption"])["caption"].tolist()
 
     t = time.perf_counter()
     with live_logger("train_embedder") as live:
@@ -46,7 +47,7 @@ def main(argv=None):
         model = embedder.train(images, captions, arch, steps=steps, batch_size=get(p, "embedder.batch_size", int, lo=2),
                                lr=get(p, "embedder.lr", float, lo=0.0), seed=seed, log=log)
     embedder.save(model, arch, out)
-    write_json("reports/cost/train_embedder.json", {"wall_s": round(time.perf_counter() - t, 2), "steps": steps,
+    write_json(layout.cost("train_embedder"), {"wall_s": round(time.perf_counter() - t, 2), "steps": steps,
                                                     "pairs": int(len(images))})
     print(f"train_embedder: {steps} steps on {len(images)} pairs in {time.perf_counter() - t:.0f}s -> {out}")
 

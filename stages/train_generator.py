@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from selectbench.core import layout
 from selectbench.core.errors import fail
 from selectbench.core.io import write_json
 from selectbench.core.params import get, load_params
@@ -21,7 +22,7 @@ from selectbench.models import embedder, generator, generator_train
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m stages.train_generator")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="models/generator")
+    ap.add_argument("--out", default=str(layout.GENERATOR))
     args = ap.parse_args(argv)
     p = load_params(args.params)
     out = Path(args.out)
@@ -34,13 +35,13 @@ def main(argv=None):
             raise fail("generator.pretrained.model", f"directory not found: {model_dir}")
         out.mkdir(parents=True)
         write_json(out / "config.json", {"kind": "pretrained", "model": model_dir})
-        Path("checkpoints/generator").mkdir(parents=True, exist_ok=True)
+        layout.checkpoints("generator").mkdir(parents=True, exist_ok=True)
         record_pretrained("train_generator", model=model_dir)
         return
     steps = get(p, "generator.steps", int, lo=1)
-    emb = embedder.load("models/embedder")
-    images = np.load("data/pool/images.npy")
-    captions = pd.read_parquet("data/pool/meta.parquet", columns=["caption"])["caption"].tolist()
+    emb = embedder.load(layout.EMBEDDER)
+    images = np.load(layout.POOL / "images.npy")
+    captions = pd.read_parquet(layout.POOL_META, columns=["caption"])["caption"].tolist()
 
     t = time.perf_counter()
     with live_logger("train_generator") as live:
@@ -52,13 +53,13 @@ def main(argv=None):
             images, captions, emb.text_hidden, emb.text_width, steps=steps,
             batch_size=get(p, "generator.batch_size", int, lo=1), lr=get(p, "generator.lr", float, lo=0.0),
             seed=get(p, "generator.seed", int), p_uncond=get(p, "generator.p_uncond", float, lo=0.0, hi=1.0),
-            unet_cfg=get(p, "generator.unet", dict), log=log, ckpt_dir=Path("checkpoints/generator"),
+            unet_cfg=get(p, "generator.unet", dict), log=log, ckpt_dir=layout.checkpoints("generator"),
             ckpt_every=get(p, "generator.ckpt_every", int, lo=0))
     generator.save_generator(model, out)
-    for f in Path("checkpoints/generator").glob("*"):
+    for f in layout.checkpoints("generator").glob("*"):
         shutil.rmtree(f) if f.is_dir() else f.unlink()
     wall = time.perf_counter() - t
-    write_json("reports/cost/train_generator.json", {"wall_s": round(wall, 2), "steps": steps})
+    write_json(layout.cost("train_generator"), {"wall_s": round(wall, 2), "steps": steps})
     print(f"train_generator: {steps} steps in {wall:.0f}s -> {out}")
 
 

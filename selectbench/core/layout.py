@@ -14,14 +14,18 @@ META = Path("data/meta")              # checked-in facts: classes.yaml, crowd vo
 CLASSES = META / "classes.yaml"
 PARAMS_OK = Path("data/params.ok")
 RAW = Path("data/raw")                # {train,test}.npz (+ <split>.images.json in the full profile)
+TRAIN_SPLIT, TEST_SPLIT = RAW / "train.npz", RAW / "test.npz"
 POOL = Path("data/pool")              # images.npy | images.json, meta.parquet, crowd_labels.csv, stats.json
-NATURAL = Path("data/natural")        # images.npy | images.json, meta.parquet
+POOL_META = POOL / "meta.parquet"
+NATURAL = Path("data/natural")        # images.npy | images.json, meta.parquet, scored_classes.json
+NATURAL_META = NATURAL / "meta.parquet"
 EMBEDDINGS = Path("data/embeddings")  # <kind>.npy + <kind>.ids.parquet
 CORRUPTED = Path("data/corrupted")    # corrupted.npz, summary.json
 TASKS = Path("data/tasks")            # <task>.npz, summary.json
 TMP = Path("data/tmp")                # resumable scratch, never an output
 EMBEDDER = Path("models/embedder")
 GENERATOR = Path("models/generator")
+METRICS, COSTS, SAMPLES = Path("reports/metrics"), Path("reports/cost"), Path("reports/samples")
 
 # image set -> (array file, pointer file): arrays in the embedded profile, pointers in the full one
 IMAGE_SETS = {
@@ -30,6 +34,15 @@ IMAGE_SETS = {
     "pool": (POOL / "images.npy", POOL / "images.json"),
     "natural": (NATURAL / "images.npy", NATURAL / "images.json"),
 }
+
+
+def embedding(kind: str) -> Path:
+    """float16 [N, D] of `train_img`, `test_img`, `pool_img`, `pool_txt`, `class_txt`."""
+    return EMBEDDINGS / f"{kind}.npy"
+
+
+def task(name: str) -> Path:
+    return TASKS / f"{name}.npz"
 
 
 def curated(shift: str) -> Path:
@@ -52,16 +65,16 @@ def checkpoints(name: str) -> Path:
 
 
 def metrics(shift: str) -> Path:
-    return Path("reports/metrics") / f"{shift}.json"
+    return METRICS / f"{shift}.json"
 
 
 def samples(shift: str) -> Path:
-    return Path("reports/samples") / f"{shift}.npz"
+    return SAMPLES / f"{shift}.npz"
 
 
 def cost(record: str) -> Path:
     """Wall-clock records (`curate_<shift>`, `train_embedder`, ...), kept apart from hashed outputs."""
-    return Path("reports/cost") / f"{record}.json"
+    return COSTS / f"{record}.json"
 
 
 def live(record: str) -> Path:

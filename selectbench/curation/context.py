@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from selectbench.core import layout
 from selectbench.core.classes import Classes
 from selectbench.core.classes import load as load_classes
 from selectbench.core.errors import UserError
@@ -34,7 +35,7 @@ class Context:
 
     params: dict
     root: Path = Path(".")
-    tmp_dir: Path = Path("data/tmp")
+    tmp_dir: Path = layout.TMP
     _emb: dict = field(default_factory=dict, init=False, repr=False)
 
     @cached_property
@@ -48,7 +49,7 @@ class Context:
     @cached_property
     def train(self) -> dict:
 
-        return load_split(self.root / "data/raw/train.npz")
+        return load_split(self.root / layout.TRAIN_SPLIT)
 
     @cached_property
     def train_images(self):
@@ -62,7 +63,7 @@ class Context:
 
     @cached_property
     def pool_meta(self) -> pd.DataFrame:
-        return pd.read_parquet(self.root / "data/pool/meta.parquet")
+        return pd.read_parquet(self.root / layout.POOL_META)
 
     @cached_property
     def web_rows(self) -> np.ndarray:
@@ -77,7 +78,7 @@ class Context:
         """float32 embeddings, loaded once per kind (read-only: callers index, never mutate)."""
         cache = self._emb
         if kind not in cache:
-            path = self.root / f"data/embeddings/{kind}.npy"
+            path = self.root / layout.embedding(kind)
             if not path.exists():
                 raise UserError(f"{path}: missing (run the embed stage first)")
             cache[kind] = np.load(path).astype(np.float32)
@@ -88,7 +89,7 @@ class Context:
     def embedder(self):
         from selectbench.models import embedder
 
-        return embedder.load(self.root / "models/embedder")
+        return embedder.load(self.root / layout.EMBEDDER)
 
     @property
     def base_rows(self) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from selectbench.core import layout
 from selectbench.core.errors import fail
 from selectbench.core.io import read_json
 from selectbench.core.params import Section
@@ -22,7 +23,7 @@ def _generate(ctx: Context, cfg: Section, prompts: list[str], init: np.ndarray |
                   batch_size=cfg.get("batch_size", int, lo=1), resume_dir=ctx.tmp_dir / "generate" / cfg.key)
     scheduler = cfg.get("scheduler", str, choices=("ddim", "unipc")) if init is None else "ddim"
     strength = cfg.get("strength", float, lo=0.0, hi=1.0) if init is not None else None
-    model_cfg = read_json(ctx.root / "models/generator/config.json")
+    model_cfg = read_json(ctx.root / layout.GENERATOR / "config.json")
     if model_cfg.get("kind") == "pretrained":
         pipe = sd.load_sd_pipeline(model_cfg["model"], "txt2img" if init is None else "img2img")
         size = int(ctx.train_images.shape[1])
@@ -30,7 +31,7 @@ def _generate(ctx: Context, cfg: Section, prompts: list[str], init: np.ndarray |
         out = sd.generate_sd(pipe, prompts if init is None else list(init), size=size, scheduler=scheduler,
                                     **common, **extra)
         return np.stack([np.asarray(im, dtype=np.uint8) for im in out])
-    model = generator.load_generator(ctx.root / "models/generator")
+    model = generator.load_generator(ctx.root / layout.GENERATOR)
     if init is None:
         return sampling.txt2img(model, ctx.embedder.text_hidden, prompts, scheduler=scheduler, **common)
     return sampling.img2img(model, ctx.embedder.text_hidden, init, prompts, strength=strength, **common)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from selectbench.core import layout
 from selectbench.core.errors import UserError, fail
 from selectbench.core.index import make_index
 from selectbench.core.openimages import OpenImagesLabels
@@ -82,7 +83,7 @@ def curate_schema_map(ctx: Context, cfg: Section) -> Curated:
     verified = cfg.get("verified_only", bool)
     # The full profile's pool stage copies OpenImages' vocabulary and mapping beside its labels;
     # the embedded profile's simulated ones are data/meta's.
-    pool, meta = ctx.root / "data/pool", ctx.root / "data/meta"
+    pool, meta = ctx.root / layout.POOL, ctx.root / layout.META
     vocab_dir = pool if (pool / "oi_mapping.json").exists() else meta
     oi = OpenImagesLabels(pool / "crowd_labels.csv", vocab_dir / "crowd_vocab.csv", vocab_dir / "oi_mapping.json")
     df = oi.curate(verified_only=verified)

@@ -4,15 +4,14 @@ Cross-shift numbers (mCE relative to `in`, Spearman agreement with `in`) are com
 report stage, so evaluating one shift never depends on another shift's model."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from selectbench.core import layout
 from selectbench.core.classes import load as load_classes
 from selectbench.core.images import open_images
 from selectbench.core.index import gather, read_index
 from selectbench.core.io import read_json
-from selectbench.core.layout import NATURAL, load_split
+from selectbench.core.layout import load_split
 from selectbench.core.params import get
 from selectbench.curation import context
 from selectbench.evaluation import accuracy, noise
@@ -22,7 +21,7 @@ from selectbench.models.training import load_model, predict
 
 def shift_embeddings(shift: str, index) -> np.ndarray:
     """Embeddings of a shift's training items (generated images are embedded here)."""
-    gen = Path(f"data/curated/{shift}/images.npy")
+    gen = layout.curated(shift) / "images.npy"
     images = np.load(gen, mmap_mode="r") if gen.exists() else None
     return context.embeddings_of(context.Context({}), context.Curated(index, images))
 
@@ -32,42 +31,42 @@ def save_samples(shift: str, index, seed: int, n: int = 8) -> None:
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(len(index), size=min(n, len(index)), replace=False)) if len(index) else np.empty(0, int)
     sub = index.iloc[take]
-    arrays = context.image_arrays(sub, Path(f"data/curated/{shift}"))
+    arrays = context.image_arrays(sub, layout.curated(shift))
     imgs = gather(sub, {s: (lambda r, a=a: np.asarray(a[r])) for s, a in arrays.items()}, "samples")
     captions = [""] * len(take)
     if (sub["source"] == "pool").any():
         import pandas as pd
 
-        cap = pd.read_parquet("data/pool/meta.parquet", columns=["caption"])["caption"].to_numpy()
+        cap = pd.read_parquet(layout.POOL_META, columns=["caption"])["caption"].to_numpy()
         captions = [cap[r] if s == "pool" else "" for s, r in zip(sub["source"], sub["row"])]
-    Path("reports/samples").mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(f"reports/samples/{shift}.npz", images=np.zeros((0, 28, 28), np.uint8) if imgs is None else imgs,
+    layout.SAMPLES.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(layout.samples(shift), images=np.zeros((0, 28, 28), np.uint8) if imgs is None else imgs,
                         labels=sub["label"].to_numpy(), captions=np.array(captions, dtype=str))
 
 
 def evaluate_shift(p: dict, shift: str) -> dict:
     """The metrics record of `shift` (reports/metrics/<shift>.json)."""
     seed = get(p, "evaluate.seed", int)
-    stats = read_json(f"data/curated/{shift}/stats.json")
-    index = read_index(f"data/curated/{shift}/index.parquet")
+    stats = read_json(layout.curated(shift) / "stats.json")
+    index = read_index(layout.curated(shift) / "index.parquet")
     classes = list(load_classes().entries)
     C = len(classes)
     out = {"shift": shift, "images": stats["images"], "coverage": stats["coverage"], "dataset": stats}
-    model, args_yaml = load_model(f"models/{shift}")
+    model, args_yaml = load_model(layout.model(shift))
     save_samples(shift, index, seed)
     # Dataset-side metrics need no model, so they are reported even for a skipped shift.
     shift_emb = shift_embeddings(shift, index)
     labels = index["label"].to_numpy()
-    emb_test = np.load("data/embeddings/test_img.npy").astype(np.float32)
-    test = load_split("data/raw/test.npz")
-    train = load_split("data/raw/train.npz")
+    emb_test = np.load(layout.embedding("test_img")).astype(np.float32)
+    test = load_split(layout.TEST_SPLIT)
+    train = load_split(layout.TRAIN_SPLIT)
     out["ssl_knn"] = E.ssl_guidance(shift_emb, labels, emb_test, test["labels"], C, get(p, "evaluate.ssl_shots", list),
                                     get(p, "evaluate.ssl_k", list), seed)
     base = np.flatnonzero(train["part"] == 0)
-    ref_emb = np.load("data/embeddings/train_img.npy", mmap_mode="r")[base].astype(np.float32)
+    ref_emb = np.load(layout.embedding("train_img"), mmap_mode="r")[base].astype(np.float32)
     from selectbench.models import embedder as EMB
 
-    prompts = EMB.load("models/embedder").encode_texts([f"a photo of a {c['name']}" for c in classes])
+    prompts = EMB.load(layout.EMBEDDER).encode_texts([f"a photo of a {c['name']}" for c in classes])
     out["quality"] = E.quality(shift_emb, labels, ref_emb, train["labels"][base], prompts, C,
                                get(p, "evaluate.quality_items", int, lo=2), seed)
     noise_n = min(len(labels), get(p, "evaluate.noise_items", int, lo=0))
@@ -90,17 +89,17 @@ def evaluate_shift(p: dict, shift: str) -> dict:
         out["top1"] = accuracy.topk_accuracy(logits, test["labels"], 1)
         out["top5"] = accuracy.topk_accuracy(logits, test["labels"], 5)
         out["per_class_accuracy"] = accuracy.per_class_accuracy(pred, test["labels"], C).tolist()
-        cor = np.load("data/corrupted/corrupted.npz")
-        names = read_json("data/corrupted/summary.json")["corruptions"]
+        cor = np.load(layout.CORRUPTED / "corrupted.npz")
+        names = read_json(layout.CORRUPTED / "summary.json")["corruptions"]
         out["corruption"] = E.corruption_metrics(predict(model, cor["images"], cfg), cor["labels"],
                                                  cor["corruption"], cor["severity"], names)
         nat = open_images("natural")
         import pandas as pd
 
-        nat_meta = pd.read_parquet("data/natural/meta.parquet")
+        nat_meta = pd.read_parquet(layout.NATURAL_META)
         nat_labels = nat_meta["label"].to_numpy()
         sets = nat_meta["set"].to_numpy() if "set" in nat_meta else None
-        scored_file = NATURAL / "scored_classes.json"
+        scored_file = layout.NATURAL / "scored_classes.json"
         scored = read_json(scored_file) if scored_file.exists() else {}
         nat_pred = E.natural_predictions(predict(model, nat, cfg), nat_labels, sets, scored)
         out["natural"] = {"top1": float((nat_pred == nat_labels).mean()) if len(nat) else float("nan"),
@@ -113,7 +112,7 @@ def evaluate_shift(p: dict, shift: str) -> dict:
         tcfg = get(p, "transfer", dict)
         accs, ns, per_task = [], [], {}
         for task in tcfg["tasks"]:
-            d = np.load(f"data/tasks/{task}.npz")
+            d = np.load(layout.task(task))
             acc = E.finetune(model, d["train_x"], d["train_y"], d["test_x"], d["test_y"],
                              int(d["train_y"].max()) + 1, tcfg, cfg, seed)
             lo, hi = accuracy.binomial_ci(round(acc * len(d["test_y"])), len(d["test_y"]))

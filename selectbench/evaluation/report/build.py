@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from selectbench.core import layout
 from selectbench.core.classes import load as load_classes  # noqa: E402
 from selectbench.core.io import write_json  # noqa: E402
 from selectbench.core.params import get  # noqa: E402
@@ -32,7 +33,7 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
     out.mkdir(parents=True, exist_ok=True)
     cls = load_classes()
     classes = cls.names
-    mets, costs = tables.load(Path("reports/metrics"), Path("reports/cost"), shifts)
+    mets, costs = tables.load(layout.METRICS, layout.COSTS, shifts)
     util = tables.utility_table(mets, costs)
     data = tables.dataset_table(mets, costs)
     util.drop(columns=["transfer_ci"]).to_csv(out / "utility.csv")
@@ -143,7 +144,7 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
     _save(fig, out / "rank_heatmap.png")
 
     # Figure: example images per shift, titled with the curated label (and caption, if any).
-    grids = {s: np.load(f"reports/samples/{s}.npz") for s in shifts if Path(f"reports/samples/{s}.npz").exists()}
+    grids = {s: np.load(layout.samples(s)) for s in shifts if layout.samples(s).exists()}
     if grids:
         cols = max(len(g["images"]) for g in grids.values()) or 1
         fig, axes = plt.subplots(len(grids), cols, figsize=(1.6 * cols, 1.9 * len(grids)), squeeze=False)
@@ -186,5 +187,5 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
     (out / "findings.json").write_text(json.dumps(found, indent=2) + "\n")
     summary = {s: {k: (None if np.isnan(v) else round(float(v), 4)) for k, v in util.loc[s, ["top1", "corruption",
                "natural", "transfer", "ssl"]].items()} for s in shifts}
-    write_json("reports/summary.json", summary)
+    write_json(layout.SUMMARY, summary)
     return present, found
