@@ -8,15 +8,14 @@ import subprocess
 import sys
 
 import numpy as np
-import yaml
 
 from selectbench.core import layout, shards
 from selectbench.core.errors import fail
 from selectbench.core.io import read_json, write_json
 from selectbench.core.params import get, load_params
-from selectbench.core.runtime import init_distributed, stage_main
+from selectbench.core.runtime import finish_distributed, init_distributed, stage_main
 from selectbench.core.runtime import live as live_logger
-from selectbench.models import training
+from selectbench.models import checkpoint, training
 
 
 @stage_main
@@ -72,24 +71,16 @@ def main(argv=None):
         print(f"train@{args.shift}: stopped at step {summary['stopped_at']} (as asked)")
         return
     if rank == 0:
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
         resolved.update({k: summary[k] for k in ("steps", "steps_per_epoch", "class_weights", "final_loss")})
-        with open(out / "args.yaml", "w") as f:
-            yaml.safe_dump(resolved, f, sort_keys=True)
+        training.save_model(out, model, resolved)
         live.summary = {"images_per_s": summary["images_per_s"], "final_loss": summary["final_loss"]}
         live.end()
         write_json(layout.cost(f"train_{args.shift}"), {"wall_s": round(summary["wall_s"], 2),
                    "images_per_s": round(summary["images_per_s"], 1), "world": world, "steps": summary["steps"]})
-        (ckpt_dir / "last.pt").unlink(missing_ok=True)  # a finished run needs no resume point
+        checkpoint.path(ckpt_dir).unlink(missing_ok=True)  # a finished run needs no resume point
         print(f"train@{args.shift}: {summary['steps']} steps, {summary['images_per_s']:.0f} img/s, "
               f"final loss {summary['final_loss']:.3f}")
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
+    finish_distributed(world)
 
 
 if __name__ == "__main__":

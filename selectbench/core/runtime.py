@@ -120,3 +120,12 @@ def live(record: str):
     from dvclive import Live
 
     return Live(str(live_dir(record)), dvcyaml=False, save_dvc_exp=False, report=None)
+
+
+def finish_distributed(world: int) -> None:
+    """Every rank waits for the others, then leaves the process group (no-op for one process)."""
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()

@@ -285,6 +285,16 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
                    "images_per_s": seen / max(wall, 1e-9), "wall_s": wall, "world": world}
 
 
+def save_model(out: Path, model, resolved: dict) -> None:
+    """The model contract: model.safetensors + args.yaml (the resolved config it was trained with)."""
+    import yaml
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+    with open(out / "args.yaml", "w") as f:
+        yaml.safe_dump(resolved, f, sort_keys=True)
+
+
 def load_model(model_dir: str | Path):
     """The trained classifier from model.safetensors + args.yaml (no pickle involved)."""
     import timm
