@@ -3,8 +3,8 @@ caption may use for a class, definitions, wnids, and the visually confusable gro
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +23,23 @@ def mention_pattern(words) -> str:
 
 @dataclass(frozen=True)
 class Classes:
+    # Derived facts are cached on first use: the pool simulation reads them once per caption.
     entries: tuple[dict, ...]
     groups: tuple[tuple[str, ...], ...] = ()
-    patterns: tuple[re.Pattern, ...] = field(default=(), compare=False)
 
-    @property
+    @cached_property
     def names(self) -> list[str]:
         return [str(e["name"]) for e in self.entries]
 
-    @property
+    @cached_property
     def synonyms(self) -> list[list[str]]:
         return [[str(s) for s in (e.get("synonyms") or [e["name"]])] for e in self.entries]
 
-    @property
+    @cached_property
+    def patterns(self) -> tuple[re.Pattern, ...]:
+        return tuple(re.compile(mention_pattern(s), re.IGNORECASE) for s in self.synonyms)
+
+    @cached_property
     def siblings(self) -> list[list[int]]:
         """Per class, the other classes of its confusable group (empty where it has none)."""
         index = {n: i for i, n in enumerate(self.names)}
@@ -46,10 +50,10 @@ class Classes:
                 out[i] = [j for j in ids if j != i]
         return out
 
-    @property
+    @cached_property
     def confusable(self) -> set[str]:
-        """Classes that belong to a confusable (fine-grained) group."""
-        return {n for g in self.groups for n in g if n in set(self.names)}
+        """Classes that belong to a confusable (fine-grained) group (checked to be known at load)."""
+        return {n for g in self.groups for n in g}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -95,6 +99,4 @@ def _load(path: Path, _mtime: int) -> Classes:
     unknown = sorted(n for g in groups for n in g if n not in names)
     if unknown:
         raise UserError(f"{path}: confusable_groups name unknown classes {unknown}")
-    cls = Classes(tuple(entries), groups)
-    object.__setattr__(cls, "patterns", tuple(re.compile(mention_pattern(s), re.IGNORECASE) for s in cls.synonyms))
-    return cls
+    return Classes(tuple(entries), groups)

@@ -89,6 +89,7 @@ def build_natural(p: dict, classes: list[dict], out: Path) -> dict:
     ids = wnids(classes)
     out.mkdir(parents=True, exist_ok=True)
     frames, parts, skipped, scored = [], {}, {}, {}
+    pos = {w: i for i, w in enumerate(ids)}
     for name, make in NATURAL.items():
         root = _path(p, f"full.natural.{name}", required=False)
         if root is None:
@@ -97,7 +98,6 @@ def build_natural(p: dict, classes: list[dict], out: Path) -> dict:
         if src.skipped:
             skipped[name] = {"classes": len(src.skipped), "images": int(sum(src.skipped.values()))}
         if name in SUBSET_SETS:  # scored over the set's published classes that the run has
-            pos = {w: i for i, w in enumerate(ids)}
             scored[name] = sorted(pos[w] for w in imagefolder.published_wnids(name) if w in pos)
         m = src.meta()
         frames.append(pd.DataFrame({"sample_id": m["sample_id"], "label": m["label"].astype(np.int64), "set": name,
