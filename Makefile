@@ -28,7 +28,7 @@ repro: setup
 	. $(VENV)/bin/activate && dvc repro
 
 test: setup
-	. $(VENV)/bin/activate && python -m pytest -q
+	. $(VENV)/bin/activate && python -m pytest -q -n 2 --dist loadfile  # one test file per worker: module fixtures stay whole
 
 bench: setup
 	. $(VENV)/bin/activate && python -m bench.throughput --quick && python -m bench.decode
