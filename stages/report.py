@@ -17,7 +17,7 @@ def main(argv=None):
     present, found = build_report(p, args.out)
     print(f"report: {len(present)}/{len(get(p, 'shifts', dict))} shifts -> {args.out}/index.md")
     for f in found:
-        print(f"  [{ {True: 'holds', False: 'does not hold', None: 'n/a'}[f['holds']] }] {f['claim']}")
+        print(f"  [{f['verdict']}] {f['claim']}")
 
 
 if __name__ == "__main__":

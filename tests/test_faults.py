@@ -38,6 +38,7 @@ def _params() -> dict:
     p["shifts"]["in"]["per_class"] = 500            # 5,000 samples: shard writing lasts about a second
     p["shard"]["samples_per_shard"] = 100
     p["train"].update(steps=TRAIN_STEPS, ckpt_every=10)
+    p["replicates"] = ["r1"]
     p["generator"].update(steps=GEN_STEPS, ckpt_every=3)
     return p
 
@@ -163,22 +164,22 @@ def test_kill_during_training_resumes_from_the_checkpoint(proj):
     d = proj
     if "shard@in" not in _lock(d):
         _dvc(d, "repro", "-s", "shard@in")
-    ckpt = d / "checkpoints/in/last.pt"
-    _kill_when(d, ["repro", "-s", "train@in"], ckpt.exists)
-    assert "train@in" not in _lock(d)
-    assert not (d / "models/in/model.safetensors").exists()
+    ckpt = d / "checkpoints/in/r1/last.pt"
+    _kill_when(d, ["repro", "-s", "train@in-r1"], ckpt.exists)
+    assert "train@in-r1" not in _lock(d)
+    assert not (d / "models/in/r1/model.safetensors").exists()
     _assert_nothing_partial_tracked(d)
 
-    log = _dvc(d, "repro", "-s", "train@in")
+    log = _dvc(d, "repro", "-s", "train@in-r1")
     m = re.search(r"resuming from step (\d+)", log)
     assert m and 0 < int(m[1]) < TRAIN_STEPS, log[-2000:]
     assert not ckpt.exists()  # a finished run keeps no resume point
-    resumed, md5 = _files(d / "models/in"), _out_md5(d, "train@in", "models/in")
+    resumed, md5 = _files(d / "models/in/r1"), _out_md5(d, "train@in-r1", "models/in/r1")
     _assert_nothing_partial_tracked(d)
 
-    log = _dvc(d, "repro", "-s", "-f", "train@in")  # uninterrupted, from scratch
+    log = _dvc(d, "repro", "-s", "-f", "train@in-r1")  # uninterrupted, from scratch
     assert "resuming" not in log
-    assert _files(d / "models/in") == resumed and _out_md5(d, "train@in", "models/in") == md5
+    assert _files(d / "models/in/r1") == resumed and _out_md5(d, "train@in-r1", "models/in/r1") == md5
 
 
 def test_kill_during_generator_training_resumes_from_the_checkpoint(proj):

@@ -37,6 +37,7 @@ def project(world, tmp_path_factory):
 
     p = _merge(tiny_params(ROOT / "params.yaml", shifts=SHIFTS), world.overrides)
     p["shifts"]["hkm"].update(n=20, levels=[4, 2], prefilter_clusters=4)
+    p["replicates"] = ["r1"]  # also runs the report's one-replicate path (no interval, verdicts inconclusive)
     d = tmp_path_factory.mktemp("full")
     make_project(d, p)
     write_classes(d / "data/meta/classes.yaml")
@@ -48,7 +49,8 @@ def project(world, tmp_path_factory):
 def test_every_stage_runs_on_the_real_formats(project):
     d, ran = project
     stages = {"check_params", "download", "pool", "train_embedder", "embed", "train_generator", "corrupt", "tasks", "report"}
-    stages |= {f"{s}@{k}" for s in ("curate", "shard", "train", "evaluate") for k in SHIFTS}
+    stages |= {f"{s}@{k}" for s in ("curate", "shard", "describe") for k in SHIFTS}
+    stages |= {f"{s}@{k}-r1" for s in ("train", "evaluate") for k in SHIFTS}
     assert ran == stages
 
 
@@ -84,9 +86,9 @@ def test_models_are_rgb_and_every_metric_is_computed(project):
     d, _ = project
     for shift in ("in", "oi", "sd_txt2img", "sd_img2img"):
         assert json.loads((d / f"data/shards/{shift}/summary.json").read_text())["channels"] == 3
-        args = yaml.safe_load((d / f"models/{shift}/args.yaml").read_text())
+        args = yaml.safe_load((d / f"models/{shift}/r1/args.yaml").read_text())
         assert args["train"]["in_chans"] == 3
-        m = json.loads((d / f"reports/metrics/{shift}.json").read_text())
+        m = json.loads((d / f"reports/metrics/{shift}/r1.json").read_text())
         assert m["status"] == "ok" and 0 <= m["top1"] <= 1
         assert set(m["natural"]["per_set"]) == {"imagenet_v2", "imagenet_r", "imagenet_sketch"}
         assert m["natural"]["images"] == 12 + 4 + 12

@@ -31,13 +31,19 @@ def test_first_run_builds_everything(project):
     d, _, first = project
     names = _names(first)
     for shift in ("in", "la_txt2img", "sd_img2img"):
-        for stage in ("curate", "shard", "train", "evaluate"):
-            assert f"{stage}@{shift}" in names
+        for stage in ("curate", "shard", "describe", "train@{}-r1", "train@{}-r2", "evaluate@{}-r1", "evaluate@{}-r2"):
+            assert (stage.format(shift) if "{}" in stage else f"{stage}@{shift}") in names
     assert "report" in names
     assert (d / "reports/results/index.md").exists()
     assert (d / "reports/results/class_counts.png").stat().st_size > 1000
-    m = yaml.safe_load((d / "reports/metrics/in.json").read_text())
-    assert m["status"] == "ok" and 0 <= m["top1"] <= 1
+    for rep in ("r1", "r2"):
+        m = yaml.safe_load((d / f"reports/metrics/in/{rep}.json").read_text())
+        assert m["status"] == "ok" and 0 <= m["top1"] <= 1
+    summary = yaml.safe_load((d / "reports/summary.json").read_text())
+    top1 = summary["in"]["top1"]
+    assert top1["n"] == 2 and top1["lo"] <= top1["mean"] <= top1["hi"] and set(top1["replicates"]) == {"r1", "r2"}
+    found = yaml.safe_load((d / "reports/results/findings.json").read_text())
+    assert found and all(f["verdict"] in ("holds", "does not hold", "inconclusive") and f["rule"] for f in found)
     assert len(list((d / "data/shards/in").glob("*.tar"))) >= 1
 
 
@@ -78,7 +84,8 @@ def test_changing_one_shift_reruns_only_its_chain(project):
     write(p, d / "params.yaml")
     ran = _names(repo.reproduce())
     # check_params reruns on any params.yaml edit; its constant output stops it there.
-    assert ran == {"check_params", "curate@in", "shard@in", "train@in", "evaluate@in", "report"}
+    assert ran == {"check_params", "curate@in", "shard@in", "describe@in", "train@in-r1", "train@in-r2",
+                   "evaluate@in-r1", "evaluate@in-r2", "report"}
 
 
 def test_clip_threshold_reruns_only_the_text_search_chain(project):
@@ -88,8 +95,8 @@ def test_clip_threshold_reruns_only_the_text_search_chain(project):
     write(p, d / "params.yaml")
     ran = _names(repo.reproduce())
     assert "curate@la_txt2img" in ran
-    assert ran <= {"check_params", "curate@la_txt2img", "shard@la_txt2img", "train@la_txt2img",
-                   "evaluate@la_txt2img", "report"}
+    assert ran <= {"check_params", "curate@la_txt2img", "shard@la_txt2img", "describe@la_txt2img", "report"} | {
+        f"{s}@la_txt2img-{r}" for s in ("train", "evaluate") for r in ("r1", "r2")}
 
 
 def test_push_then_pull_in_a_fresh_clone_restores_everything(project, tmp_path):
@@ -103,7 +110,7 @@ def test_push_then_pull_in_a_fresh_clone_restores_everything(project, tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(d), str(clone)], check=True)
     subprocess.run(dvc + ["pull", "-q"], cwd=clone, check=True)
-    for out in ("data/shards/in/sizes.json", "models/in/model.safetensors", "data/curated/in/index.parquet",
+    for out in ("data/shards/in/sizes.json", "models/in/r1/model.safetensors", "reports/items/in/r2.npz", "data/curated/in/index.parquet",
                 "reports/results/index.md"):
         assert (clone / out).read_bytes() == (d / out).read_bytes(), out
     st = subprocess.run(dvc + ["status"], cwd=clone, capture_output=True, text=True, check=True)
@@ -133,7 +140,7 @@ def test_plots_and_metrics_diff_against_the_last_commit(project):
     p = yaml.safe_load((d / "params.yaml").read_text())
     p["shifts"]["in"]["per_class"] -= 3
     write(p, d / "params.yaml")
-    assert "train@in" in _names(repo.reproduce())
+    assert "train@in-r1" in _names(repo.reproduce())
     plots = json.loads(subprocess.run([DVC, "plots", "diff", "HEAD", "--json"], cwd=d, capture_output=True,
                                       text=True, check=True).stdout)
     plots = plots.get("data", plots)  # DVC 3: {"data": {plot id: [...]}, "errors": ...}
@@ -145,6 +152,7 @@ def test_plots_and_metrics_diff_against_the_last_commit(project):
     metrics = json.loads(subprocess.run([DVC, "metrics", "diff", "HEAD", "--json"], cwd=d, capture_output=True,
                                         text=True, check=True).stdout)
     changed = metrics.get("diff", metrics)
-    assert "reports/metrics/in.json" in changed and "images" in changed["reports/metrics/in.json"]
-    assert changed["reports/metrics/in.json"]["images"]["new"] == 10 * p["shifts"]["in"]["per_class"]
-    assert "reports/metrics/la_txt2img.json" not in changed  # untouched shift: no diff
+    assert "reports/metrics/in/data.json" in changed and "images" in changed["reports/metrics/in/data.json"]
+    assert changed["reports/metrics/in/data.json"]["images"]["new"] == 10 * p["shifts"]["in"]["per_class"]
+    assert "reports/metrics/la_txt2img/data.json" not in changed  # untouched shift: no diff
+    assert "reports/metrics/la_txt2img/r1.json" not in changed

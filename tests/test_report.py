@@ -1,78 +1,153 @@
-"""selectbench.report: tables and the findings check on hand-made metrics (known answers)."""
+"""selectbench.evaluation.report: tables, best-or-tied marks, noise floor and the three-valued
+findings on hand-made replicates and test items (known answers)."""
 import numpy as np
+import pytest
 
-from selectbench.evaluation.report import findings, tables
+from selectbench.evaluation import stats
+from selectbench.evaluation.report import findings, runs, tables
 
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 FINE = {"t-shirt", "pullover", "coat", "shirt"}
+DEC = findings.Decision(confidence=0.95, margin=0.01, draws=300, seed=0)
+N = 2000
 
 
-def _m(top1, gini, noise_est, noise_exact, is_=1.0, cmmd=0.1, fine_noise=0.4, other_noise=0.1):
-    pc = [fine_noise if c in FINE else other_noise for c in CLASSES]
-    return {"status": "ok", "top1": top1, "images": 100, "coverage": 10,
-            "corruption": {"mean_top1": top1 / 2, "error_table": [[1 - top1 / 2] * 5] * 15},
-            "per_class_accuracy": [top1] * 10, "natural": {"top1": top1}, "transfer": {"mean": 0.8, "ci95": [0.7, 0.9]},
-            "ssl_knn": {"10shot_k20": top1}, "quality": {"inception_score": is_, "cmmd": cmmd, "clip_score": 0.2},
-            "label_noise": {"estimated": noise_est, "exact": noise_exact, "per_class_exact": pc},
-            "dataset": {"images": 100, "coverage": 10, "gini": gini, "min": 1, "median": 10, "max": 20}}
+def _items(acc: float, rep: int, seed: int) -> np.ndarray:
+    """Exactly round(acc * N) correct test items, a different set per replicate and shift."""
+    v = np.zeros(N, dtype=bool)
+    v[np.random.default_rng([seed, rep]).permutation(N)[:round(acc * N)]] = True
+    return v
 
 
-def _findings(mets):
-    costs = {s: {} for s in mets}
-    return {f["claim"]: f for f in findings.findings(tables.utility_table(mets, costs), tables.dataset_table(mets, costs), mets, CLASSES, FINE)}
+def _shift(name, accs, gini=0.1, noise_est=0.1, noise_exact=0.1, is_=1.0, cmmd=0.1, fine=0.4, other=0.1, seed=0):
+    pc = [fine if c in FINE else other for c in CLASSES]
+    data = {"images": 100, "coverage": 10, "dataset": {"images": 100, "gini": gini, "count_per_class": [10] * 10},
+            "quality": {"inception_score": is_, "cmmd": cmmd, "clip_score": 0.2},
+            "label_noise": {"estimated": noise_est, "exact": noise_exact, "per_class_exact": pc}}
+    sh = runs.Shift(name, data)
+    for i, a in enumerate(accs):
+        r = f"r{i + 1}"
+        sh.evals[r] = {"status": "ok", "top1": a, "per_class_accuracy": [a] * 10,
+                       "corruption": {"mean_top1": a / 2, "error_table": [[1 - a / 2] * 5] * 15}}
+        sh.items[r] = {"top1": _items(a, i, seed), "ssl": _items(a, i, seed + 1)}
+    return sh
 
 
-def test_findings_follow_the_numbers():
-    mets = {"in": _m(0.9, 0.0, 0.05, 0.04, is_=3.0, cmmd=0.1),
-            "la_img2img": _m(0.8, 0.2, 0.12, 0.10, is_=2.5, cmmd=0.2),
-            "la_txt2img": _m(0.6, 0.5, 0.30, 0.25, is_=2.0, cmmd=0.3),
-            "sd_img2img": _m(0.7, 0.1, 0.20, 0.18, is_=1.5, cmmd=0.4),
-            "sd_txt2img": _m(0.5, 0.6, 0.35, 0.40, is_=1.0, cmmd=0.5)}
-    f = _findings(mets)
-    assert f["Expert curation (in) stays best on base accuracy"]["holds"] is True
-    assert f["Embedding/text search from a web pool beats synthetic generation"]["holds"] is True
-    assert f["img2img beats txt2img"]["holds"] is True
-    assert f["Class imbalance explains most of the loss (more skew, lower accuracy)"]["holds"] is True
-    # quality tracks utility perfectly here, so "quality does not predict utility" must NOT hold
-    assert f["Image quality (inception_score) does not predict utility"]["holds"] is False
-    assert f["Image quality (cmmd) does not predict utility"]["holds"] is False
-    assert f["Label noise concentrates in fine-grained classes"]["holds"] is True
+def _found(sh):
+    return {f["claim"].split(" (")[0]: f for f in findings.findings(sh, DEC, CLASSES, FINE)}
+
+
+def test_clear_gaps_hold():
+    sh = {"in": _shift("in", [0.90, 0.91, 0.90], gini=0.0, is_=3.0, cmmd=0.1, noise_est=0.05, noise_exact=0.04, seed=1),
+          "la_img2img": _shift("la_img2img", [0.80, 0.80, 0.81], gini=0.2, is_=2.5, cmmd=0.2, noise_est=.12,
+                               noise_exact=.10, seed=2),
+          "la_txt2img": _shift("la_txt2img", [0.60, 0.61, 0.60], gini=0.5, is_=2.0, cmmd=0.3, noise_est=.3,
+                               noise_exact=.25, seed=3),
+          "sd_img2img": _shift("sd_img2img", [0.70, 0.70, 0.71], gini=0.3, is_=1.5, cmmd=0.4, noise_est=.2,
+                               noise_exact=.18, seed=4),
+          "sd_txt2img": _shift("sd_txt2img", [0.50, 0.50, 0.51], gini=0.6, is_=1.0, cmmd=0.5, noise_est=.35,
+                               noise_exact=.4, seed=5)}
+    f = _found(sh)
+    assert f["Expert curation"]["verdict"] == stats.HOLDS
+    assert f["Embedding/text search from a web pool beats synthetic generation"]["verdict"] == stats.HOLDS
+    assert f["img2img beats txt2img"]["verdict"] == stats.HOLDS
+    assert f["Sanity check"]["verdict"] == stats.HOLDS
+    # dataset-side values, no seeds: a perfect rank order resamples to Spearman 1 every time
     v = f["Validation: the truth-free noise estimate ranks shifts like the exact noise"]
-    assert v["holds"] is True and v["evidence"].startswith("Spearman(estimated, exact) = 1.000, mean |estimated - exact| = 0.030")
+    assert v["verdict"] == stats.HOLDS and v["evidence"].startswith("Spearman = 1.000 [1.000, 1.000]")
+    e = f["img2img beats txt2img"]
+    assert e["evidence"].startswith("la_img2img - la_txt2img: +0.200 [") and e["replicates"] == 3
+    assert e["interval"][0] > 0 and e["rule"].startswith("paired difference")
+    # rebalancing needs la_txt2img_balanced: missing, so it cannot be decided
+    assert f["Rebalancing a skewed shift"]["verdict"] == stats.OPEN
 
 
-def test_findings_flip_and_missing_shifts_are_not_dropped():
-    mets = {"in": _m(0.5, 0.0, 0.40, 0.05), "la_img2img": _m(0.8, 0.0, 0.30, 0.10),
-            "la_txt2img": _m(0.9, 0.0, 0.20, 0.20), "sd_txt2img": None}
-    f = _findings(mets)
-    assert f["Expert curation (in) stays best on base accuracy"]["holds"] is False
-    assert f["img2img beats txt2img"]["holds"] is False
-    assert f["Embedding/text search from a web pool beats synthetic generation"]["holds"] is None
-    assert f["Validation: the truth-free noise estimate ranks shifts like the exact noise"]["holds"] is False
-    util = tables.utility_table(mets, {s: {} for s in mets})
-    assert util.loc["sd_txt2img", "status"] == "missing" and np.isnan(util.loc["sd_txt2img", "top1"])
+def test_rank_claims_over_enough_shifts():
+    accs = np.linspace(0.45, 0.9, 10)
+    sh = {f"s{i}": _shift(f"s{i}", [a, a + 0.005, a - 0.005], gini=1 - a, is_=a * 3, cmmd=1 - a, noise_est=1 - a,
+                          noise_exact=1 - a, seed=i) for i, a in enumerate(accs)}
+    f = {x["claim"]: x for x in findings.findings(sh, DEC, CLASSES, FINE)}
+    assert f["Class imbalance explains most of the loss (Spearman(gini, top-1) below -0.5)"]["verdict"] == stats.HOLDS
+    # quality tracks utility perfectly here, so "quality does not predict utility" must NOT hold
+    for q in ("inception_score", "cmmd"):
+        assert f[f"Image quality ({q}) does not predict utility (Spearman with top-1 below 0.5)"]["verdict"] == stats.FAILS
+    v = f["Validation: the truth-free noise estimate ranks shifts like the exact noise (Spearman above 0.7)"]
+    assert v["verdict"] == stats.HOLDS and v["interval"][0] > 0.7
+    # the shifts are not named in/la_/sd_: those claims cannot be checked, and say so
+    assert f["Expert curation (in) stays best on base accuracy"]["verdict"] == stats.OPEN
 
 
-def test_flat_table_has_every_scalar_metric_and_keeps_missing_shifts():
-    m = _m(0.9, 0.1, 0.05, 0.04)
-    m["top5"] = 0.99
-    mets = {"in": m, "gone": None}
-    costs = {"in": {"curate": {"wall_s": 1.5, "cpu_s": 1.2}, "evaluate": {"wall_s": 20.0}}, "gone": {}}
-    t = tables.flat_table(mets, costs, tables.utility_table(mets, costs))
-    assert t.loc["in", "top5"] == 0.99 and t.loc["in", "quality.cmmd"] == 0.1
-    assert t.loc["in", "label_noise.per_class_exact.0"] == 0.4  # t-shirt is fine-grained
-    assert t.loc["in", "cost.curate.cpu_s"] == 1.2 and t.loc["in", "cost.evaluate.wall_s"] == 20.0
-    assert t.loc["in", "mCE_vs_in"] == 1.0 and t.loc["in", "status"] == "ok"
-    assert not any(c.startswith("corruption.error_table") for c in t.columns)  # matrices stay in the JSON
-    assert t.loc["gone", "status"] == "missing" and np.isnan(t.loc["gone", "top5"])
+def test_no_difference_does_not_hold_and_a_reversal_never_holds():
+    same = [0.70, 0.70, 0.70]
+    sh = {"in": _shift("in", [0.5, 0.5, 0.5], seed=1), "la_img2img": _shift("la_img2img", same, seed=2),
+          "la_txt2img": _shift("la_txt2img", same, seed=2), "sd_img2img": _shift("sd_img2img", same, seed=3),
+          "sd_txt2img": _shift("sd_txt2img", same, seed=3)}
+    f = _found(sh)
+    assert f["Expert curation"]["verdict"] == stats.FAILS          # in is 20 points below
+    assert f["img2img beats txt2img"]["verdict"] == stats.FAILS    # identical items: [0, 0] < margin
+    assert f["img2img beats txt2img"]["interval"] == [0.0, 0.0]
 
 
-def test_mce_skips_corruptions_the_baseline_never_errs_on():
-    base, other = _m(0.9, 0.0, 0.05, 0.04), _m(0.8, 0.0, 0.05, 0.04)
-    base["corruption"]["error_table"] = [[0.0] * 5] + [[0.2] * 5] * 14  # `in` perfect on corruption 0
-    other["corruption"]["error_table"] = [[0.5] * 5] + [[0.4] * 5] * 14
-    util = tables.utility_table({"in": base, "other": other}, {"in": {}, "other": {}})
-    assert util.loc["other", "mCE_vs_in"] == 2.0 and util.loc["in", "mCE_vs_in"] == 1.0
-    assert (util["mCE_corruptions"] == 14).all()
-    base["corruption"]["error_table"] = [[0.0] * 5] * 15
-    assert np.isnan(tables.utility_table({"in": base, "other": other}, {"in": {}, "other": {}}).loc["other", "mCE_vs_in"])
+def test_noise_between_replicates_makes_a_small_gap_inconclusive():
+    sh = {"la_txt2img": _shift("la_txt2img", [0.60, 0.66, 0.57], seed=1),
+          "la_txt2img_balanced": _shift("la_txt2img_balanced", [0.63, 0.62, 0.64], seed=2)}
+    f = _found(sh)["Rebalancing a skewed shift"]
+    assert f["verdict"] == stats.OPEN and f["decide"]
+    assert f["interval"][0] < 0 < f["interval"][1]
+
+
+def test_one_replicate_is_never_decided():
+    sh = {"la_txt2img": _shift("la_txt2img", [0.5], seed=1),
+          "la_txt2img_balanced": _shift("la_txt2img_balanced", [0.9], seed=2)}
+    f = _found(sh)["Rebalancing a skewed shift"]
+    assert f["verdict"] == stats.OPEN and "2 replicates" in f["decide"] and f["interval"] is None
+
+
+def test_best_is_marked_only_when_paired_test_separates_it():
+    sh = {"a": _shift("a", [0.80, 0.81, 0.80], seed=1), "b": _shift("b", [0.70, 0.70, 0.71], seed=2),
+          "c": _shift("c", [0.795, 0.80, 0.805], seed=3)}
+    ivs = tables.intervals(sh, 0.95)
+    marks = tables.best_marks(sh, ivs, 0.95)
+    assert marks["top1"] == {"best": None, "tied": ["a", "c"]}       # a and c overlap: tied, nobody bold
+    del sh["c"]
+    ivs = tables.intervals(sh, 0.95)
+    assert tables.best_marks(sh, ivs, 0.95)["top1"] == {"best": "a", "tied": []}
+    md = tables.markdown(tables.utility_table(sh, ivs), ["top1"], {s: {"top1": tables.cell(ivs[s]["top1"])} for s in sh},
+                         tables.best_marks(sh, ivs, 0.95))
+    assert "| a | **0.803 ± " in md and "| b | 0.703 ± " in md
+
+
+def test_noise_floor_and_summary_numbers():
+    sh = {"in": _shift("in", [0.80, 0.82, 0.81], seed=1), "weak": _shift("weak", [0.40, 0.41, 0.42], seed=2)}
+    ivs = tables.intervals(sh, 0.95)
+    fl = tables.noise_floor(sh, ivs, 0.95)
+    assert fl.loc["top1", "weakest"] == "weak"
+    assert fl.loc["top1", "in_sd_between_replicates"] == pytest.approx(0.01)
+    assert fl.loc["top1", "range_in_to_weakest"] == pytest.approx(0.40)
+    assert fl.loc["top1", "range_over_half_width"] > 5
+    util = tables.utility_table(sh, ivs)
+    assert util.loc["in", "top1"] == pytest.approx(0.81) and util.loc["in", "replicates"] == 3
+    assert util.loc["in", "top1_lo"] < 0.81 < util.loc["in", "top1_hi"]
+
+
+def test_mce_and_rank_agreement_pair_replicates_with_in():
+    base, other = _shift("in", [0.9, 0.9]), _shift("other", [0.8, 0.8])
+    for r in ("r1", "r2"):
+        base.evals[r]["corruption"]["error_table"] = [[0.0] * 5] + [[0.2] * 5] * 14  # `in` perfect on corruption 0
+        other.evals[r]["corruption"]["error_table"] = [[0.5] * 5] + [[0.4] * 5] * 14
+    ivs = tables.intervals({"in": base, "other": other}, 0.95)
+    assert ivs["other"]["mCE_vs_in"].mean == pytest.approx(2.0) and ivs["in"]["mCE_vs_in"].mean == pytest.approx(1.0)
+    for r in ("r1", "r2"):
+        base.evals[r]["corruption"]["error_table"] = [[0.0] * 5] * 15
+    assert "mCE_vs_in" not in tables.intervals({"in": base, "other": other}, 0.95)["other"]
+
+
+def test_flat_table_has_a_row_per_replicate_and_keeps_missing_ones():
+    sh = _shift("in", [0.9, 0.8])
+    sh.evals["r3"] = None
+    sh.costs = {"curate": {"wall_s": 1.5}, "train_r1": {"wall_s": 3.0}, "train_r2": {"wall_s": 4.0}}
+    t = tables.flat_table({"in": sh})
+    assert t.loc[("in", "r1"), "top1"] == 0.9 and t.loc[("in", "r2"), "top1"] == 0.8
+    assert t.loc[("in", "r1"), "cost.train_r1.wall_s"] == 3.0 and np.isnan(t.loc[("in", "r1"), "cost.train_r2.wall_s"])
+    assert t.loc[("in", "r2"), "cost.curate.wall_s"] == 1.5
+    assert t.loc[("in", "r3"), "status"] == "missing" and t.loc[("in", "r1"), "data.quality.cmmd"] == 0.1

@@ -213,7 +213,7 @@ def test_empty_shift_is_skipped_explicitly_and_reported(tmp_path, monkeypatch, c
     load_model returns no model with the reason, and the report shows the shift as not trained."""
     import yaml
 
-    from selectbench.evaluation.report import tables as report
+    from selectbench.evaluation.report import runs, tables
     from stages import train as train_stage
 
     monkeypatch.chdir(tmp_path)
@@ -221,14 +221,53 @@ def test_empty_shift_is_skipped_explicitly_and_reported(tmp_path, monkeypatch, c
     Path("data/curated/empty").mkdir(parents=True)
     Path("data/curated/empty/stats.json").write_text('{"count_per_class": [0, 0, 0, 0]}')
     Path("params.yaml").write_text(yaml.safe_dump({"train": CFG}))
-    train_stage.main(["empty"])
-    assert "train@empty: skipped (0 samples < one batch of 16)" in capsys.readouterr().out
-    model, args = training.load_model("models/empty")
+    train_stage.main(["empty", "r1"])
+    assert "train@empty-r1: skipped (0 samples for 1 rank(s))" in capsys.readouterr().out
+    model, args = training.load_model("models/empty/r1")
     assert model is None and args["skipped"].startswith("0 samples")
-    mets = {"in": None, "empty": {"status": f"not trained: {args['skipped']}", "images": 0}}
-    util = report.utility_table(mets, {"in": {}, "empty": {}})
-    assert util.loc["empty", "status"].startswith("not trained") and np.isnan(util.loc["empty", "top1"])
+    sh = {"in": runs.Shift("in", None, {"r1": None}),
+          "empty": runs.Shift("empty", {"images": 0}, {"r1": {"status": f"not trained: {args['skipped']}"}})}
+    util = tables.utility_table(sh, tables.intervals(sh, 0.95))
+    assert "not trained" in util.loc["empty", "status"] and np.isnan(util.loc["empty", "top1"])
     assert util.loc["in", "status"] == "missing"
+
+
+def test_shift_smaller_than_a_batch_trains_on_its_partial_batch(tmp_path, monkeypatch, capsys):
+    """5 images, batch 16: the last partial batch is kept, so every step sees all 5 (odd size: no mixup)."""
+    import yaml
+
+    from stages import train as train_stage
+
+    monkeypatch.chdir(tmp_path)
+    labels, _ = make_shards(Path("data/shards/tiny"), n=5, per_shard=5)
+    Path("data/curated/tiny").mkdir(parents=True)
+    Path("data/curated/tiny/stats.json").write_text(f'{{"count_per_class": {np.bincount(labels, minlength=4).tolist()}}}')
+    Path("params.yaml").write_text(yaml.safe_dump({"train": {**CFG, "steps": 4, "ckpt_every": 0}}))
+    train_stage.main(["tiny", "r1"])
+    assert "train@tiny-r1: 4 steps" in capsys.readouterr().out
+    model, args = training.load_model("models/tiny/r1")
+    assert model is not None and args["steps_per_epoch"] == 1 and args["samples"] == 5
+    assert np.isfinite(args["final_loss"])
+
+
+def test_replicates_train_with_their_own_seeds(tmp_path, monkeypatch):
+    """Two replicates of one shift: different derived seeds and weights; a replicate rerun is identical."""
+    import yaml
+
+    from stages import train as train_stage
+
+    monkeypatch.chdir(tmp_path)
+    labels, _ = make_shards(Path("data/shards/s"), n=48, per_shard=16)
+    Path("data/curated/s").mkdir(parents=True)
+    Path("data/curated/s/stats.json").write_text(f'{{"count_per_class": {np.bincount(labels, minlength=4).tolist()}}}')
+    Path("params.yaml").write_text(yaml.safe_dump({"train": {**CFG, "steps": 2, "ckpt_every": 0}}))
+    seen = {}
+    for rep in ("r1", "r2", "r1"):
+        train_stage.main(["s", rep])
+        model, args = training.load_model(f"models/s/{rep}")
+        seen.setdefault(rep, []).append((args["train"]["seed"], digest(model)))
+    assert seen["r1"][0] == seen["r1"][1]
+    assert seen["r1"][0][0] != seen["r2"][0][0] and seen["r1"][0][1] != seen["r2"][0][1]
 
 
 def make_rgb_shards(d: Path, n=48, classes=4, per_shard=16, size=40, seed=0):
@@ -317,9 +356,9 @@ def test_rgb_training_run_loads_and_predicts(tmp_path, monkeypatch, capsys):
     counts = np.bincount(labels, minlength=4).tolist()
     Path("data/curated/rgb/stats.json").write_text(f'{{"count_per_class": {counts}}}')
     Path("params.yaml").write_text(yaml.safe_dump({"train": {**CFG, "steps": 3, "ckpt_every": 0}}))
-    train_stage.main(["rgb"])
-    assert "train@rgb: 3 steps" in capsys.readouterr().out
-    model, args = training.load_model("models/rgb")
+    train_stage.main(["rgb", "r1"])
+    assert "train@rgb-r1: 3 steps" in capsys.readouterr().out
+    model, args = training.load_model("models/rgb/r1")
     assert args["train"]["in_chans"] == 3
     stem = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert stem.in_channels == 3
@@ -336,5 +375,5 @@ def test_rgb_training_run_loads_and_predicts(tmp_path, monkeypatch, capsys):
     # A params value that contradicts the shards is refused, naming the key.
     Path("params.yaml").write_text(yaml.safe_dump({"train": {**CFG, "in_chans": 1}}))
     with pytest.raises(SystemExit):
-        train_stage.main(["rgb"])
+        train_stage.main(["rgb", "r1"])
     assert "train.in_chans: 1, but data/shards/rgb holds 3-channel images" in capsys.readouterr().err

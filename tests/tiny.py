@@ -35,6 +35,8 @@ def tiny_params(base_path="params.yaml", shifts=("in", "la_txt2img", "sd_img2img
     p["transfer"].update(steps=2, batch_size=8)
     p["evaluate"].update(quality_items=50, noise_items=60, ssl_k=[10, 20])
     p["report"]["tail_threshold"] = 5
+    p["report"]["decision"]["draws"] = 200
+    p["replicates"] = ["r1", "r2"]
     return p
 
 

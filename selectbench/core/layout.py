@@ -26,6 +26,7 @@ TMP = Path("data/tmp")                # resumable scratch, never an output
 EMBEDDER = Path("models/embedder")
 GENERATOR = Path("models/generator")
 METRICS, COSTS, SAMPLES = Path("reports/metrics"), Path("reports/cost"), Path("reports/samples")
+ITEMS = Path("reports/items")
 
 # image set -> (array file, pointer file): arrays in the embedded profile, pointers in the full one
 IMAGE_SETS = {
@@ -55,17 +56,34 @@ def shards(shift: str) -> Path:
     return Path("data/shards") / shift
 
 
-def model(shift: str) -> Path:
-    """model.safetensors + args.yaml (the resolved training config) of one shift."""
-    return Path("models") / shift
+def run(shift: str, rep: str) -> str:
+    """One replicate of one shift, named as its DVC stages are (`train@<shift>-<rep>`)."""
+    return f"{shift}-{rep}"
+
+
+def model(shift: str, rep: str) -> Path:
+    """model.safetensors + args.yaml (the resolved training config) of one replicate of a shift."""
+    return Path("models") / shift / rep
 
 
 def checkpoints(name: str) -> Path:
     return Path("checkpoints") / name
 
 
-def metrics(shift: str) -> Path:
-    return METRICS / f"{shift}.json"
+def metrics(shift: str, rep: str) -> Path:
+    """The model-side metrics of one replicate (evaluate@<shift>-<rep>)."""
+    return METRICS / shift / f"{rep}.json"
+
+
+def described(shift: str) -> Path:
+    """The dataset-side metrics of a shift, no model involved (describe@<shift>)."""
+    return METRICS / shift / "data.json"
+
+
+def items(shift: str, name: str) -> Path:
+    """Per-test-item scores behind the metrics of replicate `name` (or `ssl`, describe's bank draws):
+    what paired comparisons and test-set intervals are computed from."""
+    return ITEMS / shift / f"{name}.npz"
 
 
 def samples(shift: str) -> Path:

@@ -47,6 +47,15 @@ def get(params: dict, dotted: str, kind: type | tuple | None = None, *, lo=None,
     return node
 
 
+def replicates(params: dict) -> list[str]:
+    """The `replicates:` names: each trains and evaluates every shift with seeds derived from it."""
+    reps = get(params, "replicates", list)
+    bad = [r for r in reps if not (isinstance(r, str) and r.replace("_", "").isalnum())]
+    if not reps or bad or len(set(reps)) != len(reps):
+        raise fail("replicates", f"expected a non-empty list of distinct names (letters, digits, _), got {reps!r}")
+    return reps
+
+
 class Section:
     """One params section behind the typed reader: `cfg.get("seed", int)` reads `<key>.seed`, and
     every error names the full dotted key. A strategy receives its shift's section; the one shared

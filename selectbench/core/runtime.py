@@ -36,6 +36,12 @@ def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def all_threads() -> int:
+    """Threads for a stage with no data workers: every core, unless SELECT_THREADS caps it (the
+    tests do, as they run two processes at once)."""
+    return int(os.environ.get("SELECT_THREADS") or os.cpu_count() or 1)
+
+
 def limit_threads(n: int) -> None:
     """Cap BLAS/OpenMP/torch intra-op threads. On 2 cores, spin-waiting pools oversubscribed by
     a data worker or a second process made stages 10x slower (evaluate: 197 s -> 15 s measured);
@@ -90,6 +96,13 @@ def derive_seed(seed: int, tag: str, index: int) -> int:
     """A 63-bit seed for (seed, tag, index): independent streams that need no saved state."""
     words = [int(seed), int.from_bytes(hashlib.sha256(tag.encode()).digest()[:4], "little"), int(index)]
     return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0]) & (2**63 - 1)
+
+
+def replicate_seed(seed: int, rep: str) -> int:
+    """The seed of replicate `rep` (a name from `replicates:`), derived from a section's seed. It
+    depends on the name, not the position, so adding a replicate leaves the others unchanged; 31
+    bits because the trainer multiplies it into torch seeds, which must fit 64 bits."""
+    return derive_seed(seed, f"replicate:{rep}", 0) % 2**31
 
 
 def stream_rng(seed: int, stream: str) -> np.random.Generator:

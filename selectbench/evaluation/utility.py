@@ -48,8 +48,9 @@ def natural_predictions(logits: np.ndarray, labels: np.ndarray, sets: np.ndarray
 
 # --- transfer (VTAB-inspired) ----------------------------------------------------------------
 def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-             test_y: np.ndarray, num_classes: int, cfg: dict, train_cfg: dict, seed: int) -> float:
+             test_y: np.ndarray, num_classes: int, cfg: dict, train_cfg: dict, seed: int) -> np.ndarray:
     """SELECT's protocol: new head, whole network fine-tuned with SGD, fixed steps, step decay.
+    Returns the per-test-item correctness (bool [N]).
 
     Task images may be grey [N,H,W] or RGB [N,H,W,3]; they are converted to the model's channels."""
     torch.manual_seed(seed)
@@ -72,19 +73,20 @@ def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, t
         opt.step()
         sched.step()
     m.eval()
-    pred = predict(m, test_x, train_cfg).argmax(1)
-    return float((pred == test_y).mean())
+    return predict(m, test_x, train_cfg).argmax(1) == test_y
 
 
 # --- self-supervised guidance ------------------------------------------------------------------
 def ssl_guidance(shift_emb: np.ndarray, shift_labels: np.ndarray, test_emb: np.ndarray, test_labels: np.ndarray,
-                 num_classes: int, shots: list[int], ks: list[int], seed: int, temperature: float = 0.07) -> dict:
-    """Weighted kNN on the test split with `shots` samples per class from the shift as the bank.
+                 num_classes: int, shots: list[int], ks: list[int], seed: int,
+                 temperature: float = 0.07) -> tuple[dict, dict]:
+    """Weighted kNN on the test split with `shots` samples per class from the shift as the bank:
+    (accuracies, per-test-item correctness), both keyed `<shot>shot_k<k>`.
 
     Short classes contribute all the samples they have; empty classes contribute none, so their
     test images can only be predicted as other classes (they count as errors, not skipped)."""
     rng = np.random.default_rng(seed)
-    out = {}
+    out, items = {}, {}
     for shot in shots:
         bank_rows = []
         for c in range(num_classes):
@@ -92,10 +94,14 @@ def ssl_guidance(shift_emb: np.ndarray, shift_labels: np.ndarray, test_emb: np.n
             bank_rows.append(rng.choice(members, size=min(shot, len(members)), replace=False))
         rows = np.concatenate(bank_rows).astype(np.int64)
         for k in ks:
+            if not len(rows):
+                out[f"{shot}shot_k{k}"] = float("nan")
+                continue
             probs = M.knn_classify(shift_emb[rows], shift_labels[rows], test_emb, num_classes, k=k, temperature=temperature)
-            out[f"{shot}shot_k{k}"] = float((probs.argmax(1) == test_labels).mean()) if len(rows) else float("nan")
+            items[f"{shot}shot_k{k}"] = probs.argmax(1) == test_labels
+            out[f"{shot}shot_k{k}"] = float(items[f"{shot}shot_k{k}"].mean())
         out[f"{shot}shot_bank"] = int(len(rows))
-    return out
+    return out, items
 
 
 # --- image quality ------------------------------------------------------------------------------

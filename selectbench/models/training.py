@@ -109,8 +109,9 @@ def weighted_soft_ce(logits: torch.Tensor, target: torch.Tensor, weights: torch.
 
 
 def plan(cfg: dict, samples: int, world: int = 1) -> Run:
+    # The last partial batch is kept, so a shift smaller than one batch still trains.
     per_rank = samples // world
-    steps_per_epoch = max(1, per_rank // cfg["batch_size"])
+    steps_per_epoch = max(1, -(-per_rank // cfg["batch_size"]))
     steps = cfg["epochs"] * steps_per_epoch if cfg["budget"] == "epochs" else cfg["steps"]
     return Run(steps=steps, steps_per_epoch=steps_per_epoch, samples=samples)
 
@@ -173,7 +174,7 @@ def epoch_loader(urls: list[str], cfg: dict, epoch: int, rank: int = 0, world: i
         _rank_split(rank, world),
         _worker_seeded(lambda src, rng: wds.filters._shuffle(src, buf, min(buf, 64), rng=rng), seed),
         wds.map(decode),
-        wds.batched(cfg["batch_size"], partial=False),
+        wds.batched(cfg["batch_size"], partial=True),
     )
     workers = min(cfg["workers"], len(order))
     gen = torch.Generator().manual_seed(seed)  # fixes each worker's torch seed (transform randomness)
@@ -240,6 +241,7 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
     bar = tqdm(total=run.steps, initial=step, desc="train", unit="step", disable=rank != 0, mininterval=2)
     while step < run.steps:
         batch_in_epoch = 0
+        start = step
         for x, y in epoch_loader(urls, cfg, epoch, rank, world):
             if batch_in_epoch < skip:  # replay the data stream up to the checkpoint, without compute
                 batch_in_epoch += 1
@@ -277,6 +279,9 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
                 return model.cpu(), {"stopped_at": step}
             if step >= run.steps or batch_in_epoch >= run.steps_per_epoch:
                 break
+        if step == start and not skip:
+            raise RuntimeError(f"epoch {epoch} yielded no batch on rank {rank}: the shards hold no samples for it")
+        skip = 0  # a checkpoint at an epoch's last batch replays that whole epoch, not the next one too
         epoch += 1
     bar.close()
     wall = time.perf_counter() - t0

@@ -1,5 +1,5 @@
-"""The report: tables (md/csv/tex), figures (png), checked findings and a summary metrics file,
-from reports/metrics and reports/cost only."""
+"""The report: tables (md/csv/tex) with intervals, figures (png), findings with three-valued verdicts
+and a summary metrics file, from reports/metrics, reports/items and reports/cost only."""
 from __future__ import annotations
 
 import json
@@ -11,12 +11,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from selectbench.core import layout
+from selectbench.core import layout  # noqa: E402
 from selectbench.core.classes import load as load_classes  # noqa: E402
 from selectbench.core.io import write_json  # noqa: E402
-from selectbench.core.params import get  # noqa: E402
+from selectbench.core.params import get, replicates  # noqa: E402
 from selectbench.evaluation import accuracy as M  # noqa: E402
-from selectbench.evaluation.report import findings, tables  # noqa: E402
+from selectbench.evaluation import stats  # noqa: E402
+from selectbench.evaluation.report import findings, runs as R, tables  # noqa: E402
+
+VARIANCE = ("Each replicate trains and evaluates a shift with its own seeds: model initialisation, data order, "
+            "augmentation and mixup (`train.seed`), transfer fine-tuning (`evaluate.seed`) and the SSL kNN bank draw. "
+            "Curation is drawn once per shift, so the intervals do not cover a new curation draw (hkm, rebalancing, "
+            "subsampling, generation). Test items are the same for every shift and replicate; the intervals also "
+            "cover their sampling.")
 
 
 def _save(fig, path):
@@ -25,28 +32,16 @@ def _save(fig, path):
     plt.close(fig)
 
 
-def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
-    """Writes every report file under `out` (+ reports/summary.json); returns (present shifts, findings)."""
-    shifts = list(get(p, "shifts", dict))
-    tail = get(p, "report.tail_threshold", int, lo=1)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cls = load_classes()
-    classes = cls.names
-    mets, costs = tables.load(layout.METRICS, layout.COSTS, shifts)
-    util = tables.utility_table(mets, costs)
-    data = tables.dataset_table(mets, costs)
-    util.drop(columns=["transfer_ci"]).to_csv(out / "utility.csv")
-    data.to_csv(out / "datasets.csv")
-    tables.flat_table(mets, costs, util).to_csv(out / "metrics_all.csv")  # every metric, every shift, one table
-    (out / "utility.tex").write_text(util.drop(columns=["transfer_ci"]).to_latex(float_format="%.3f", na_rep="missing"))
-    (out / "datasets.tex").write_text(data.to_latex(float_format="%.3f", na_rep="missing"))
-    present = [s for s in shifts if mets[s] is not None]
+def _err(ivs, s, m):
+    iv = ivs[s].get(m)
+    return (np.nan, 0.0) if iv is None else (iv.mean, iv.half() if iv.complete else 0.0)
 
-    # Figure: class-count distribution per shift.
+
+def _figures(out: Path, runs: dict, ivs: dict, util, data, tail: int, classes: list[str]) -> None:
+    present = [s for s, sh in runs.items() if sh.data is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for s in present:
-        counts = np.sort(np.asarray(mets[s]["dataset"]["count_per_class"]))[::-1]
+        counts = np.sort(np.asarray(runs[s].data["dataset"]["count_per_class"]))[::-1]
         ax.plot(np.arange(1, len(counts) + 1), np.maximum(counts, 0.8), marker="o", label=s)
     ax.set_yscale("log")
     ax.axhline(tail, color="grey", ls="--", lw=1, label=f"long-tail threshold ({tail})")
@@ -56,75 +51,83 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
     ax.legend(fontsize=7, ncol=2)
     _save(fig, out / "class_counts.png")
 
-    # Figure: per-class accuracy against per-class training count (the imbalance finding).
+    # Per-class accuracy (mean over replicates) against per-class training count.
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs, ys = [], []
     for s in present:
-        m = mets[s]
-        if m.get("status") != "ok":
+        sh = runs[s]
+        if not sh.trained:
             continue
-        c = np.asarray(m["dataset"]["count_per_class"], dtype=float)
-        a = np.asarray(m["per_class_accuracy"], dtype=float)
+        c = np.asarray(sh.data["dataset"]["count_per_class"], dtype=float)
+        a = np.mean([np.asarray(sh.evals[r]["per_class_accuracy"], dtype=float) for r in sh.trained], axis=0)
         ax.scatter(np.maximum(c, 0.8), a, label=s, s=18)
         xs += list(c)
         ys += list(a)
     rho = M.spearman(np.asarray(xs), np.asarray(ys)) if xs else float("nan")
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class in the shift (log; 0 drawn at 0.8)")
-    ax.set_ylabel("test accuracy of the class")
+    ax.set_ylabel("test accuracy of the class (mean over replicates)")
     ax.set_title(f"Per-class accuracy vs class count (Spearman {rho:.2f}, all shifts pooled)")
     ax.legend(fontsize=7, ncol=2)
     _save(fig, out / "accuracy_vs_count.png")
 
-    # Figure: utility against cost.
+    # Every utility metric with its interval: the error bars a reader needs to judge a ranking.
+    fig, axes = plt.subplots(1, len(R.UTILITY), figsize=(3.2 * len(R.UTILITY), 4.5), sharey=True)
+    names = list(runs)
+    for ax, (m, (label, _)) in zip(np.atleast_1d(axes), R.UTILITY.items()):
+        mv = [_err(ivs, s, m) for s in names]
+        ax.errorbar([v for v, _ in mv], range(len(names)), xerr=[e for _, e in mv], fmt="o", capsize=3)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_title(label, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Utility per shift: mean over replicates, 95% interval (replicates + test items)", fontsize=9)
+    _save(fig, out / "utility_intervals.png")
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for s in present:
         cost = util.loc[s, "curate_s"] + data.loc[s, "train_wall_s"]
-        if not np.isnan(util.loc[s, "top1"]) and not np.isnan(cost):
-            ax.scatter(cost, util.loc[s, "top1"], s=30)
-            ax.annotate(s, (cost, util.loc[s, "top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        v, e = _err(ivs, s, "top1")
+        if not np.isnan(v) and not np.isnan(cost):
+            ax.errorbar(cost, v, yerr=e, fmt="o", capsize=3)
+            ax.annotate(s, (cost, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel("curation + training wall time (s, log; this machine)")
-    ax.set_ylabel("base top-1 accuracy")
+    ax.set_xlabel("curation + training wall time per replicate (s, log; this machine)")
+    ax.set_ylabel("base top-1 accuracy (95% interval)")
     ax.set_title("Utility against cost per shift")
     _save(fig, out / "utility_vs_cost.png")
 
-    # Figure: data-quantity curves: shifts `<parent>_q<pct>` are seeded fractions of <parent>.
+    # Data-quantity curves: shifts `<parent>_q<pct>` are seeded fractions of <parent>.
     curves = {}
     for s in present:
-        d = mets[s]["dataset"]
-        if "subsample" in d and "_q" in s:
+        if "subsample" in runs[s].data["dataset"] and "_q" in s:
             curves.setdefault(s.rsplit("_q", 1)[0], []).append(s)
     if curves:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for parent, kids in curves.items():
-            pts = [(mets[k]["images"], util.loc[k, "top1"]) for k in kids]
-            if parent in util.index and mets.get(parent):
-                pts.append((mets[parent]["images"], util.loc[parent, "top1"]))
+            pts = [(runs[k].data["images"], *_err(ivs, k, "top1")) for k in kids + ([parent] if parent in ivs else [])]
             pts = sorted(p_ for p_ in pts if not np.isnan(p_[1]))
-            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=parent)
+            ax.errorbar([x for x, _, _ in pts], [y for _, y, _ in pts], yerr=[e for _, _, e in pts], marker="o",
+                        capsize=3, label=parent)
         ax.set_xscale("log")
         ax.set_xlabel("training images (log)")
-        ax.set_ylabel("base top-1 accuracy")
+        ax.set_ylabel("base top-1 accuracy (95% interval)")
         ax.set_title("Data-quantity curve (seeded fractions of a shift)")
         ax.legend()
         _save(fig, out / "data_quantity.png")
 
-    # Figure: image quality against utility.
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     for ax, q in zip(axes, ("inception_score", "cmmd", "clip_score")):
         d = util[[q, "top1"]].dropna()
         r = M.spearman(d[q].to_numpy(), d["top1"].to_numpy()) if len(d) >= 3 else float("nan")
-        ax.scatter(d[q], d["top1"])
+        ax.errorbar(d[q], d["top1"], yerr=[_err(ivs, s, "top1")[1] for s in d.index], fmt="o", capsize=3)
         for s, row in d.iterrows():
             ax.annotate(s, (row[q], row["top1"]), fontsize=7)
         ax.set_xlabel(q.replace("_", " "))
         ax.set_ylabel("base top-1 accuracy")
-        ax.set_title(f"Spearman {r:.2f}")
+        ax.set_title(f"Spearman {r:.2f} (of means)")
     _save(fig, out / "quality_vs_utility.png")
 
-    # Figure: rank correlation between metrics.
-    cols = ["top1", "corruption", "natural", "transfer", "ssl", "noise", "inception_score", "cmmd", "clip_score"]
+    cols = list(R.UTILITY) + ["noise", "inception_score", "cmmd", "clip_score"]
     n = len(cols)
     mat = np.full((n, n), np.nan)
     for i in range(n):
@@ -139,17 +142,16 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
     for i in range(n):
         for j in range(n):
             ax.text(j, i, "" if np.isnan(mat[i, j]) else f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(im, label="Spearman rank correlation across shifts")
+    fig.colorbar(im, label="Spearman rank correlation across shifts (of means)")
     ax.set_title("Rank agreement between metrics")
     _save(fig, out / "rank_heatmap.png")
 
-    # Figure: example images per shift, titled with the curated label (and caption, if any).
-    grids = {s: np.load(layout.samples(s)) for s in shifts if layout.samples(s).exists()}
+    grids = {s: np.load(layout.samples(s)) for s in runs if layout.samples(s).exists()}
     if grids:
-        cols = max(len(g["images"]) for g in grids.values()) or 1
-        fig, axes = plt.subplots(len(grids), cols, figsize=(1.6 * cols, 1.9 * len(grids)), squeeze=False)
+        ncol = max(len(g["images"]) for g in grids.values()) or 1
+        fig, axes = plt.subplots(len(grids), ncol, figsize=(1.6 * ncol, 1.9 * len(grids)), squeeze=False)
         for i, (s, g) in enumerate(grids.items()):
-            for j in range(cols):
+            for j in range(ncol):
                 ax = axes[i, j]
                 ax.axis("off")
                 if j < len(g["images"]):
@@ -160,32 +162,99 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
         fig.suptitle("Example training images per shift (title: curated label / web caption)", fontsize=9)
         _save(fig, out / "examples.png")
 
-    found = findings.findings(util, data, mets, classes, cls.confusable)
-    best = {c: h for c, _, h in tables.UTILITY}
-    ucols = [c for c, _, _ in tables.UTILITY] + ["mCE_vs_in", "spearman_vs_in", "rank_overall", "status"]
-    ucols = [c for c in ucols if c in util.columns]
+
+def summary(runs: dict, ivs: dict) -> dict:
+    """shift -> metric -> mean, interval, n, spread and the per-replicate values (DVC metrics)."""
+    out = {}
+    for s, sh in runs.items():
+        out[s] = {}
+        for m in R.UTILITY:
+            iv = ivs[s].get(m)
+            if iv is None:
+                out[s][m] = None
+                continue
+            sc = sh.scores(m)
+            per = stats.stratified_means(*sc) if sc is not None else []
+            out[s][m] = {**{k: v for k, v in iv.record().items() if k in ("mean", "lo", "hi", "n", "sd")},
+                         "replicates": {r: round(float(v), 4) for r, v in zip(sh.trained, per)}}
+    return out
+
+
+def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
+    """Writes every report file under `out` (+ reports/summary.json); returns (present shifts, findings)."""
+    shifts = list(get(p, "shifts", dict))
+    tail = get(p, "report.tail_threshold", int, lo=1)
+    dec = findings.Decision(get(p, "report.decision.confidence", float, lo=0.5, hi=0.999),
+                            get(p, "report.decision.margin", float, lo=0.0),
+                            get(p, "report.decision.draws", int, lo=100), get(p, "report.decision.seed", int))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cls = load_classes()
+    runs = R.load(shifts, replicates(p))
+    ivs = tables.intervals(runs, dec.confidence)
+    util = tables.utility_table(runs, ivs)
+    data = tables.dataset_table(runs)
+    floor = tables.noise_floor(runs, ivs, dec.confidence)
+    marks = tables.best_marks(runs, ivs, dec.confidence)
+    util.to_csv(out / "utility.csv")
+    data.to_csv(out / "datasets.csv")
+    floor.to_csv(out / "noise_floor.csv")
+    tables.flat_table(runs).to_csv(out / "metrics_all.csv")  # every scalar, every replicate, one table
+    ucols = list(R.UTILITY) + ["mCE_vs_in", "spearman_vs_in"]
+    cells = {s: {c: tables.cell(ivs[s].get(c)) for c in ucols} for s in runs}
+    (out / "utility.tex").write_text(util[[c for c in ucols] + [f"{c}_{k}" for c in ucols for k in ("lo", "hi")]]
+                                     .to_latex(float_format="%.3f", na_rep="missing"))
+    (out / "datasets.tex").write_text(data.to_latex(float_format="%.3f", na_rep="missing"))
+    _figures(out, runs, ivs, util, data, tail, cls.names)
+    found = findings.findings(runs, dec, cls.names, cls.confusable)
+
+    tied = [f"{R.UTILITY[m][0]}: " + ", ".join(mk["tied"]) for m, mk in marks.items() if mk["tied"]]
     lines = ["# SELECT benchmark report (generated by `dvc repro`)", "",
+             f"Every utility number is the mean over {len(replicates(p))} replicates ± the half-width of its "
+             f"{dec.confidence:.0%} interval (t, Welch-Satterthwaite, over replicates and test items; "
+             "`selectbench/evaluation/stats.py`).", "", VARIANCE, "",
              "## Dataset statistics per shift", "", tables.markdown(data, list(data.columns)), "",
-             "## Utility metrics per shift (best per column in bold)", "",
-             tables.markdown(util, ucols, best), "",
-             "Transfer 95% CIs: " + "; ".join(f"{s}: {tables._fmt(v) if v is None else '[' + ', '.join(tables._fmt(x) for x in v) + ']'}"
-                                            for s, v in util["transfer_ci"].items()), "",
-             *([f"mCE_vs_in covers the {int(util['mCE_corruptions'].iloc[0])} corruptions on which `in` errs at all "
-                "(CE is undefined where its error is 0).", ""] if "mCE_corruptions" in util else []),
-             "## Headline findings, checked in this run", ""]
+             "## Utility metrics per shift", "",
+             "**Bold**: best, by a paired comparison with the runner-up (same seeds, same test items). "
+             "†: tied with the highest mean (their paired interval reaches 0); then no shift is marked best.", "",
+             tables.markdown(util, ucols, cells, marks), "",
+             *(["Tied for best: " + "; ".join(tied) + ".", ""] if tied else []),
+             "mCE_vs_in and spearman_vs_in compare each replicate with `in`'s replicate of the same seed.", "",
+             "## Dataset-side metrics (no model: one value per shift)", "",
+             "Computed with the pipeline's one embedder, which also curates some shifts (issue: independent judge). "
+             "The label-noise estimate is shown, not ranked: see its validation below.", "",
+             tables.markdown(util, ["noise", "noise_exact", "inception_score", "cmmd", "clip_score"]), "",
+             "## Noise floor per metric", "",
+             "How far `in`'s replicates spread, and how wide a paired comparison with the weakest shift is, against "
+             "the range from `in` to the weakest shift. A metric whose range is not well above its half-width cannot "
+             "rank shifts.", "",
+             _floor_md(floor), "",
+             "## Headline findings, checked in this run", "",
+             "Each verdict follows a rule fixed before results were seen (`report.decision` in params.yaml, "
+             "`selectbench/evaluation/stats.py`).", ""]
     for f in found:
-        verdict = {True: "holds", False: "does not hold", None: "cannot be checked"}[f["holds"]]
-        lines.append(f"- {f['claim']}: **{verdict}** ({f['evidence']})")
-    missing = [s for s in shifts if mets[s] is None or mets[s].get("status") != "ok"]
+        lines.append(f"- {f['claim']}: **{f['verdict']}** ({f['evidence']})")
+        lines.append(f"  - rule: {f['rule']}" + (f"; would be decided by: {f['decide']}" if f["decide"] else ""))
+    missing = [s for s, sh in runs.items() if sh.status != "ok"]
     if missing:
-        lines += ["", "Missing or untrained shifts: " + ", ".join(
-            f"{s} ({'no metrics' if mets[s] is None else mets[s].get('status')})" for s in missing)]
+        lines += ["", "Missing or untrained: " + ", ".join(f"{s} ({runs[s].status})" for s in missing)]
     lines += ["", "## Figures", ""] + [f"![{n}]({n}.png)" for n in
-                                       ("class_counts", "accuracy_vs_count", "utility_vs_cost", "quality_vs_utility",
-                                        "rank_heatmap", "examples", "data_quantity") if (out / f"{n}.png").exists()]
+                                       ("utility_intervals", "class_counts", "accuracy_vs_count", "utility_vs_cost",
+                                        "quality_vs_utility", "rank_heatmap", "examples", "data_quantity")
+                                       if (out / f"{n}.png").exists()]
     (out / "index.md").write_text("\n".join(lines) + "\n")
     (out / "findings.json").write_text(json.dumps(found, indent=2) + "\n")
-    summary = {s: {k: (None if np.isnan(v) else round(float(v), 4)) for k, v in util.loc[s, ["top1", "corruption",
-               "natural", "transfer", "ssl"]].items()} for s in shifts}
-    write_json(layout.SUMMARY, summary)
-    return present, found
+    write_json(layout.SUMMARY, summary(runs, ivs))
+    return [s for s, sh in runs.items() if sh.data is not None], found
+
+
+def _floor_md(floor) -> str:
+    if floor.empty:
+        return "(needs `in` and one other trained shift)"
+    rows = ["| metric | sd between `in`'s replicates | `in` ± | weakest shift | range `in` to weakest | "
+            "paired ± | range / paired ± |", "|---|---|---|---|---|---|---|"]
+    for m, r in floor.iterrows():
+        rows.append(f"| {r['label']} | {tables._fmt(r['in_sd_between_replicates'])} | {tables._fmt(r['in_half_width'])} | "
+                    f"{r['weakest']} | {tables._fmt(r['range_in_to_weakest'])} | {tables._fmt(r['paired_half_width'])} | "
+                    f"{tables._fmt(r['range_over_half_width'], 1)} |")
+    return "\n".join(rows)

@@ -1,77 +1,138 @@
-"""The brief's headline findings, each checked against this run's numbers."""
+"""The brief's headline findings, each a claim with a decision rule fixed before results are seen
+(selectbench.evaluation.stats.verdict, report.decision in params.yaml): *holds*, *does not hold*
+or *inconclusive*, from a paired interval over replicates and test items, or a bootstrap interval
+over shifts and replicates for rank statements."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-import pandas as pd
 
-from selectbench.evaluation import accuracy as M
-from selectbench.evaluation.report.tables import _fmt, _get
+from selectbench.evaluation import stats
+from selectbench.evaluation.report.runs import Shift
+from selectbench.evaluation.report.tables import _get, paired
 
 
-def findings(util: pd.DataFrame, data: pd.DataFrame, mets: dict, classes: list[str], fine_grained: set[str]) -> list[dict]:
-    """The brief's headline findings, each checked against this run's numbers. `fine_grained`: the
-    classes of classes.yaml's confusable groups (the simulation's own, so this is a sanity check)."""
+@dataclass(frozen=True)
+class Decision:
+    confidence: float   # of every interval
+    margin: float       # smallest accuracy difference of interest (absolute)
+    draws: int          # bootstrap resamples for rank statements
+    seed: int
+
+
+DIFF_RULE = ("paired difference over the same seeds and test items, {c:.0%} interval (replicates + test items, "
+             "Welch-Satterthwaite t): holds if it lies above 0, does not hold if it lies below {m:g}, else inconclusive")
+RANK_RULE = ("Spearman over shifts, {c:.0%} percentile bootstrap over shifts and replicates ({d} draws): holds if the "
+             "interval lies {side} {t:g}, does not hold if it lies on the other side, else inconclusive")
+
+
+def _record(claim, verdict, decide, effect, iv, rule, evidence):
+    return {"claim": claim, "verdict": verdict, "effect": None if iv is None else round(float(effect), 4),
+            "interval": None if iv is None or not iv.complete else [round(iv.lo, 4), round(iv.hi, 4)],
+            "replicates": None if iv is None else iv.n, "rule": rule, "decide": decide, "evidence": evidence}
+
+
+def _diff(runs, a, b, metric, dec):
+    """(interval of metric(a) - metric(b), "a - b: +x [lo, hi]") or (None, why)."""
+    if a not in runs or b not in runs:
+        return None, f"{a if a not in runs else b} not in this run"
+    iv = paired(runs[a], runs[b], metric, dec.confidence)
+    if iv is None:
+        return None, f"{a} or {b} has no trained replicate"
+    span = f"[{iv.lo:+.3f}, {iv.hi:+.3f}]" if iv.complete else f"({iv.note})"
+    return iv, f"{a} - {b}: {iv.mean:+.3f} {span}"
+
+
+def _diff_claim(claim, parts, dec):
+    """A claim that every listed (a, b) difference is > 0; parts: [(interval or None, evidence)]."""
+    rule = DIFF_RULE.format(c=dec.confidence, m=dec.margin)
+    if not parts or any(iv is None for iv, _ in parts):
+        return _record(claim, stats.OPEN, "the missing shifts", None, None, rule,
+                       "; ".join(e for _, e in parts) or "missing")
+    vs = [stats.verdict(iv, dec.margin) for iv, _ in parts]
+    v = stats.combine([x for x, _ in vs])
+    decide = "; ".join(sorted({d for x, d in vs if x == stats.OPEN and d}))
+    worst = min(parts, key=lambda p: p[0].mean)[0]
+    return _record(claim, v, decide, worst.mean, worst, rule, "; ".join(e for _, e in parts))
+
+
+def _rank_claim(claim, x, y, threshold, below, dec, replicated=True):
+    rule = RANK_RULE.format(c=dec.confidence, d=dec.draws, side="below" if below else "above", t=threshold)
+    if len(y) < 3:
+        return _record(claim, stats.OPEN, "at least 3 shifts", None, None, rule, f"{len(y)} shifts")
+    iv = stats.bootstrap_rank(np.asarray(x), np.asarray(y), dec.draws, dec.seed, dec.confidence, replicated)
+    v, decide = stats.verdict(iv, 0.0, threshold, greater=not below)
+    span = f"[{iv.lo:.3f}, {iv.hi:.3f}]" if iv.complete else f"({iv.note})"
+    return _record(claim, v, decide, iv.mean, iv, rule, f"Spearman = {iv.mean:.3f} {span} over {len(y)} shifts")
+
+
+def _top1_matrix(runs: dict[str, Shift], shifts: list[str]) -> tuple[list[str], np.ndarray]:
+    """Shifts with every replicate trained, and their top-1 per replicate [S, R]."""
+    reps = sorted(set.intersection(*[set(runs[s].trained) for s in shifts])) if shifts else []
+    keep = [s for s in shifts if reps]
+    y = np.array([[runs[s].evals[r]["top1"] for r in reps] for s in keep]).reshape(len(keep), len(reps))
+    return keep, y
+
+
+def findings(runs: dict[str, Shift], dec: Decision, classes: list[str], fine_grained: set[str]) -> list[dict]:
+    """`fine_grained`: the classes of classes.yaml's confusable groups (the simulation's own)."""
     out = []
-
-    def add(claim, holds, evidence):
-        out.append({"claim": claim, "holds": None if holds is None else bool(holds), "evidence": evidence})
-
+    trained = [s for s, sh in runs.items() if sh.trained]
     # Data-quantity variants (`<shift>_q<pct>`) are the same strategy on less data, not rivals.
-    t = util["top1"][[s for s in util.index if "_q" not in s]]
-    if "in" in t and t.notna().sum() > 1 and not np.isnan(t["in"]):
-        others = t.drop("in").dropna()
-        add("Expert curation (in) stays best on base accuracy", bool((t["in"] >= others).all()),
-            f"in {t['in']:.3f} vs best other {others.max():.3f} ({others.idxmax()})")
-    else:
-        add("Expert curation (in) stays best on base accuracy", None, "in or other shifts missing")
-    la = t.filter(like="la_").dropna()
-    sd = t.filter(like="sd_").dropna()
-    add("Embedding/text search from a web pool beats synthetic generation",
-        None if la.empty or sd.empty else la.max() > sd.max(),
-        "missing" if la.empty or sd.empty else f"best LA {la.max():.3f} vs best SD {sd.max():.3f}")
-    pairs = [("la_img2img", "la_txt2img"), ("sd_img2img", "sd_txt2img")]
-    ev, ok = [], []
-    for a, b in pairs:
-        if a in t and b in t and not (np.isnan(t[a]) or np.isnan(t[b])):
-            ok.append(t[a] > t[b])
-            ev.append(f"{a} {t[a]:.3f} vs {b} {t[b]:.3f}")
-    add("img2img beats txt2img", all(ok) if ok else None, "; ".join(ev) or "missing")
-    both = pd.concat([util["top1"], data["gini"]], axis=1).dropna()
-    rho = M.spearman(both["gini"].to_numpy(), both["top1"].to_numpy()) if len(both) >= 3 else float("nan")
-    add("Class imbalance explains most of the loss (more skew, lower accuracy)",
-        None if np.isnan(rho) else rho <= -0.5, f"Spearman(gini, top1) = {_fmt(rho)} over {len(both)} shifts")
-    if "la_txt2img" in t and "la_txt2img_balanced" in t:
-        a, b = t.get("la_txt2img"), t.get("la_txt2img_balanced")
-        add("Rebalancing a skewed shift (hierarchical k-means) raises its accuracy",
-            None if np.isnan(a) or np.isnan(b) else b > a, f"la_txt2img {_fmt(a)} -> balanced {_fmt(b)}")
+    rivals = [s for s in trained if "_q" not in s]
+    others = [s for s in rivals if s != "in"]
+    out.append(_diff_claim("Expert curation (in) stays best on base accuracy",
+                           [_diff(runs, "in", s, "top1", dec) for s in others] if "in" in rivals and others else [],
+                           dec))
+    la = [s for s in rivals if s.startswith("la_")]
+    sd = [s for s in rivals if s.startswith("sd_")]
+
+    def best(group):
+        return max(group, key=lambda s: np.mean([runs[s].evals[r]["top1"] for r in runs[s].trained]))
+
+    out.append(_diff_claim("Embedding/text search from a web pool beats synthetic generation",
+                           [_diff(runs, best(la), best(sd), "top1", dec)] if la and sd else [], dec))
+    out.append(_diff_claim("img2img beats txt2img",
+                           [_diff(runs, a, b, "top1", dec) for a, b in (("la_img2img", "la_txt2img"),
+                                                                        ("sd_img2img", "sd_txt2img"))], dec))
+    keep, y = _top1_matrix(runs, [s for s in trained if runs[s].data])
+    gini = [_get(runs[s].data, "dataset", "gini") for s in keep]
+    out.append(_rank_claim("Class imbalance explains most of the loss (Spearman(gini, top-1) below -0.5)",
+                           gini, y, -0.5, True, dec))
+    out.append(_diff_claim("Rebalancing a skewed shift (hierarchical k-means) raises its accuracy",
+                           [_diff(runs, "la_txt2img_balanced", "la_txt2img", "top1", dec)], dec))
     for q in ("inception_score", "cmmd"):
-        qq = pd.concat([util[q], util["top1"]], axis=1).dropna()
-        r = M.spearman(qq[q].to_numpy(), qq["top1"].to_numpy()) if len(qq) >= 3 else float("nan")
         sign = -1 if q == "cmmd" else 1  # lower CMMD is "better quality"
-        add(f"Image quality ({q}) does not predict utility", None if np.isnan(r) else sign * r < 0.5,
-            f"Spearman({q}, top1) = {_fmt(r)}")
+        xs = [sign * _get(runs[s].data, "quality", q) for s in keep]
+        ok = [i for i, v in enumerate(xs) if np.isfinite(v)]
+        out.append(_rank_claim(f"Image quality ({q}) does not predict utility (Spearman with top-1 below 0.5)",
+                               [xs[i] for i in ok], y[ok] if len(ok) else y[:0], 0.5, True, dec))
+    # The two below involve no trained model: their intervals are over shifts only.
     fine = [i for i, c in enumerate(classes) if c in fine_grained]
     rest = [i for i in range(len(classes)) if i not in fine]
-    f_n, r_n = [], []
-    for m in mets.values():
-        pc = _get(m, "label_noise", "per_class_exact", default=None)
-        if pc:
+    diffs = []
+    for sh in runs.values():
+        pc = _get(sh.data, "label_noise", "per_class_exact", default=None)
+        if pc and fine and rest:
             arr = np.array([np.nan if v is None else v for v in pc], dtype=float)
-            f_n.append(np.nanmean(arr[fine]))
-            r_n.append(np.nanmean(arr[rest]))
-    if f_n:
-        fm, rm = float(np.nanmean(f_n)), float(np.nanmean(r_n))
-        add("Label noise concentrates in fine-grained classes", fm > rm,
-            f"mean exact noise: fine-grained {fm:.3f} vs other classes {rm:.3f}")
-    # Not a finding of the brief: validates the truth-free noise estimator against the exact rate
-    # the simulation knows, so the estimate can be trusted where no truth exists (full profile).
-    nz = util[["noise", "noise_exact"]].dropna()
-    if len(nz) >= 3:
-        r = M.spearman(nz["noise"].to_numpy(), nz["noise_exact"].to_numpy())
-        mae = float(np.abs(nz["noise"] - nz["noise_exact"]).mean())
-        add("Validation: the truth-free noise estimate ranks shifts like the exact noise", r >= 0.7,
-            f"Spearman(estimated, exact) = {_fmt(r)}, mean |estimated - exact| = {_fmt(mae)} over {len(nz)} shifts")
+            if np.isfinite(arr[fine]).any() and np.isfinite(arr[rest]).any():
+                diffs.append(np.nanmean(arr[fine]) - np.nanmean(arr[rest]))
+    claim = "Sanity check (a simulation input, not a finding): label noise concentrates in fine-grained classes"
+    rule = (f"mean over shifts of (fine-grained - other classes' exact noise), {dec.confidence:.0%} t-interval over "
+            f"shifts: holds if above 0, does not hold if below {dec.margin:g}")
+    if len(diffs) >= 2:
+        iv = stats.interval(np.asarray(diffs)[:, None], None, dec.confidence, items=False)
+        v, decide = stats.verdict(iv, dec.margin)
+        out.append(_record(claim, v, decide and "more shifts", iv.mean, iv, rule,
+                           f"fine-grained - other: {iv.mean:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}] over {len(diffs)} shifts"))
     else:
-        add("Validation: the truth-free noise estimate ranks shifts like the exact noise", None,
-            f"exact noise known for {len(nz)} shifts (need 3)")
+        out.append(_record(claim, stats.OPEN, "exact noise of at least 2 shifts", None, None, rule,
+                           f"exact noise known for {len(diffs)} shifts"))
+    nz = [(s, _get(runs[s].data, "label_noise", "estimated"), _get(runs[s].data, "label_noise", "exact"))
+          for s in runs if runs[s].data]
+    nz = [(s, e, x) for s, e, x in nz if np.isfinite(e) and np.isfinite(x)]
+    out.append(_rank_claim("Validation: the truth-free noise estimate ranks shifts like the exact noise "
+                           "(Spearman above 0.7)", [e for _, e, _ in nz], np.array([[x] for _, _, x in nz]).reshape(-1, 1),
+                           0.7, False, dec, replicated=False))
     return out

@@ -1,32 +1,15 @@
-"""Tables of the report (utility, dataset statistics, every metric) from the per-shift metrics files."""
+"""Tables of the report: utility with intervals, best-or-tied marks, the noise floor per metric,
+dataset statistics, and every scalar of every replicate in one flat table."""
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from selectbench.evaluation import accuracy as M
-
-UTILITY = [("top1", "base top-1", True), ("corruption", "synthetic shift", True), ("natural", "natural shift", True),
-           ("transfer", "transfer mean", True), ("ssl", "SSL kNN (10-shot, k=20)", True),
-           ("noise", "label noise (est.)", False)]
-
-
-def load(metrics_dir: Path, cost_dir: Path, shifts: list[str]) -> tuple[dict, dict]:
-    mets, costs = {}, {}
-    for s in shifts:
-        f = metrics_dir / f"{s}.json"
-        mets[s] = json.loads(f.read_text()) if f.exists() else None
-        c = {}
-        for stage in ("curate", "train", "evaluate"):
-            g = cost_dir / f"{stage}_{s}.json"
-            if g.exists():
-                c[stage] = json.loads(g.read_text())
-        costs[s] = c
-    return mets, costs
+from selectbench.evaluation import stats
+from selectbench.evaluation.report.runs import UTILITY, Shift
 
 
 def _get(d, *path, default=float("nan")):
@@ -37,73 +20,139 @@ def _get(d, *path, default=float("nan")):
     return default if d is None else d
 
 
-def utility_table(mets: dict, costs: dict) -> pd.DataFrame:
-    rows = []
-    for s, m in mets.items():
-        ok = m is not None and m.get("status") == "ok"
-        cur = costs[s].get("curate", {})
-        rows.append({
-            "shift": s,
-            "status": "missing" if m is None else m.get("status", "?"),
-            "top1": _get(m, "top1") if ok else np.nan,
-            "corruption": _get(m, "corruption", "mean_top1") if ok else np.nan,
-            "natural": _get(m, "natural", "top1") if ok else np.nan,
-            "transfer": _get(m, "transfer", "mean") if ok else np.nan,
-            "transfer_ci": _get(m, "transfer", "ci95", default=None) if ok else None,
-            "ssl": _get(m, "ssl_knn", "10shot_k20"),
-            "noise": _get(m, "label_noise", "estimated"),
-            "noise_exact": _get(m, "label_noise", "exact"),
-            "inception_score": _get(m, "quality", "inception_score"),
-            "cmmd": _get(m, "quality", "cmmd"),
-            "clip_score": _get(m, "quality", "clip_score"),
-            "curate_s": cur.get("wall_s", np.nan),
-        })
-    df = pd.DataFrame(rows).set_index("shift")
-    if "in" in mets and mets["in"] is not None and mets["in"].get("status") == "ok":
-        base_err = np.asarray(mets["in"]["corruption"]["error_table"], dtype=float)
-        base_pc = np.asarray(mets["in"]["per_class_accuracy"], dtype=float)
-        # A corruption `in` never errs on has no CE (0/0 or x/0): mCE is over the others, and the
-        # count of corruptions it covers is reported beside it.
-        defined = base_err.sum(axis=1) > 0
-        mce, rho = {}, {}
-        for s, m in mets.items():
-            if m is not None and m.get("status") == "ok":
-                table = np.asarray(m["corruption"]["error_table"], dtype=float)
-                mce[s] = M.corruption_error(table[defined], base_err[defined]) if defined.any() else np.nan
-                rho[s] = M.spearman(np.asarray(m["per_class_accuracy"], dtype=float), base_pc)
-        df["mCE_vs_in"] = pd.Series(mce)
-        df["mCE_corruptions"] = int(defined.sum())
-        df["spearman_vs_in"] = pd.Series(rho)
-    for col, _, higher in UTILITY:
-        df[f"rank_{col}"] = df[col].rank(ascending=not higher, method="min")
-    rank_cols = [f"rank_{c}" for c, _, _ in UTILITY]
-    df["rank_overall"] = df[rank_cols].mean(axis=1).rank(method="min").astype("Int64")
-    return df
+def intervals(runs: dict[str, Shift], confidence: float) -> dict[str, dict[str, stats.Interval]]:
+    """shift -> metric -> interval over replicates and test items (absent where not measured)."""
+    out = {}
+    for s, sh in runs.items():
+        out[s] = {}
+        for m in UTILITY:
+            sc = sh.scores(m)
+            if sc is not None:
+                out[s][m] = stats.interval(sc[0], sc[1], confidence)
+    return _relative_to_in(runs, out, confidence)
 
 
-def dataset_table(mets: dict, costs: dict) -> pd.DataFrame:
+def _relative_to_in(runs, out, confidence):
+    """mCE and per-class Spearman against `in`, replicate by replicate (same seed)."""
+    base = runs.get("in")
+    if base is None or not base.trained:
+        return out
+    err_in = {r: np.asarray(base.evals[r]["corruption"]["error_table"], dtype=float) for r in base.trained}
+    for s, sh in runs.items():
+        reps = [r for r in sh.trained if r in err_in]
+        mce, rho = [], []
+        for r in reps:
+            m = sh.evals[r]
+            defined = err_in[r].sum(axis=1) > 0  # a corruption `in` never errs on has no CE (x/0)
+            table = np.asarray(m["corruption"]["error_table"], dtype=float)
+            if defined.any():
+                mce.append(M.corruption_error(table[defined], err_in[r][defined]))
+            rho.append(M.spearman(np.asarray(m["per_class_accuracy"], float),
+                                  np.asarray(base.evals[r]["per_class_accuracy"], float)))
+        for name, vals in (("mCE_vs_in", mce), ("spearman_vs_in", rho)):
+            vals = [v for v in vals if math.isfinite(v)]
+            if vals:
+                out[s][name] = stats.interval(np.asarray(vals)[:, None], None, confidence, items=False)
+    return out
+
+
+def best_marks(runs: dict[str, Shift], ivs: dict, confidence: float) -> dict[str, dict]:
+    """metric -> {"best": shift or None, "tied": [shifts]}: the shift with the highest mean is
+    marked best only when a paired comparison (same seeds, same test items) puts it above the
+    runner-up; otherwise it and every shift not significantly below it are tied."""
+    out = {}
+    for m, (_, higher) in UTILITY.items():
+        have = [s for s in ivs if m in ivs[s]]
+        if len(have) < 2:
+            out[m] = {"best": have[0] if have else None, "tied": []}
+            continue
+        order = sorted(have, key=lambda s: -ivs[s][m].mean if higher else ivs[s][m].mean)
+        top = order[0]
+        tied = []
+        for s in order[1:]:
+            d = paired(runs[top], runs[s], m, confidence)
+            if not (d is not None and d.complete and (d.lo > 0 if higher else d.hi < 0)):
+                tied.append(s)
+        out[m] = {"best": None if tied else top, "tied": [top] + tied if tied else []}
+    return out
+
+
+def paired(a: Shift, b: Shift, metric: str, confidence: float) -> stats.Interval | None:
+    """metric(a) - metric(b) over the replicates both trained, item by item."""
+    reps = [r for r in a.trained if r in b.trained]
+    if not reps:
+        return None
+    sa = Shift(a.name, a.data, {r: a.evals[r] for r in reps}, a.items).scores(metric)
+    sb = Shift(b.name, b.data, {r: b.evals[r] for r in reps}, b.items).scores(metric)
+    if sa is None or sb is None or sa[0].shape != sb[0].shape:
+        return None
+    return stats.paired(sa[0], sb[0], sa[1], confidence)
+
+
+def utility_table(runs: dict[str, Shift], ivs: dict) -> pd.DataFrame:
+    """One row per shift: each metric's mean, interval and replicate count, plus dataset-side
+    columns that have no replicates (estimated label noise, image quality) and the curation cost."""
     rows = []
-    for s, m in mets.items():
-        d = (m or {}).get("dataset", {})
+    for s, sh in runs.items():
+        row = {"shift": s, "status": sh.status, "replicates": len(sh.trained)}
+        for m in list(UTILITY) + ["mCE_vs_in", "spearman_vs_in"]:
+            iv = ivs[s].get(m)
+            row[m] = np.nan if iv is None else iv.mean
+            row[f"{m}_lo"] = np.nan if iv is None or not iv.complete else iv.lo
+            row[f"{m}_hi"] = np.nan if iv is None or not iv.complete else iv.hi
+            row[f"{m}_sd"] = np.nan if iv is None else iv.sd
+        d = sh.data or {}
+        row.update({"noise": _get(d, "label_noise", "estimated"), "noise_exact": _get(d, "label_noise", "exact"),
+                    "inception_score": _get(d, "quality", "inception_score"), "cmmd": _get(d, "quality", "cmmd"),
+                    "clip_score": _get(d, "quality", "clip_score"),
+                    "curate_s": sh.costs.get("curate", {}).get("wall_s", np.nan)})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("shift")
+
+
+def noise_floor(runs: dict[str, Shift], ivs: dict, confidence: float) -> pd.DataFrame:
+    """Per metric: the spread between `in`'s replicates (the floor), the half-width of a paired
+    comparison with `in`'s weakest rival, and the range from `in` to the weakest shift: a metric
+    whose range is not well above its floor cannot rank shifts."""
+    rows = []
+    for m, (label, higher) in UTILITY.items():
+        have = {s: ivs[s][m] for s in ivs if m in ivs[s]}
+        if "in" not in have or len(have) < 2:
+            continue
+        weakest = (min if higher else max)((s for s in have if s != "in"), key=lambda s: have[s].mean)
+        d = paired(runs["in"], runs[weakest], m, confidence)
+        half = d.half() if d is not None else np.nan
+        rng = abs(have["in"].mean - have[weakest].mean)
+        rows.append({"metric": m, "label": label, "in_sd_between_replicates": have["in"].sd,
+                     "in_half_width": have["in"].half(), "weakest": weakest, "range_in_to_weakest": rng,
+                     "paired_half_width": half, "range_over_half_width": rng / half if half and half > 0 else np.nan})
+    return pd.DataFrame(rows).set_index("metric") if rows else pd.DataFrame()
+
+
+def dataset_table(runs: dict[str, Shift]) -> pd.DataFrame:
+    rows = []
+    for s, sh in runs.items():
+        d = (sh.data or {}).get("dataset", {})
+        train_s = [c["wall_s"] for k, c in sh.costs.items() if k.startswith("train_") and "wall_s" in c]
         rows.append({"shift": s, "images": d.get("images", np.nan), "coverage": d.get("coverage", np.nan),
                      "classes_below_tail": _get(d, "long_tail", "classes_below"),
                      "tail_image_share": _get(d, "long_tail", "share_of_images_in_tail_classes"),
                      "min": d.get("min", np.nan), "median": d.get("median", np.nan), "max": d.get("max", np.nan),
                      "gini": d.get("gini", np.nan), "label_precision": d.get("label_precision", np.nan),
-                     "curate_wall_s": costs[s].get("curate", {}).get("wall_s", np.nan),
-                     "curate_cpu_s": costs[s].get("curate", {}).get("cpu_s", np.nan),
-                     "train_wall_s": costs[s].get("train", {}).get("wall_s", np.nan)})
+                     "curate_wall_s": sh.costs.get("curate", {}).get("wall_s", np.nan),
+                     "curate_cpu_s": sh.costs.get("curate", {}).get("cpu_s", np.nan),
+                     "train_wall_s": float(np.mean(train_s)) if train_s else np.nan})
     df = pd.DataFrame(rows).set_index("shift")
     for c in ("images", "coverage", "classes_below_tail", "min", "max"):
         df[c] = pd.to_numeric(df[c]).astype("Int64")
     return df
 
 
-def flat_table(mets: dict, costs: dict, util: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Every scalar metric of every shift in one row per shift: the metrics JSON flattened to
-    dotted columns (per-class lists as <name>.<i>, matrices left to the JSON), the stage costs as
-    cost.<stage>.<field>, and the cross-shift columns of the utility table. A shift without
-    metrics is a row with status 'missing', never dropped."""
+def flat_table(runs: dict[str, Shift]) -> pd.DataFrame:
+    """Every scalar of every replicate in one row per (shift, replicate): the dataset record and the
+    replicate's metrics record flattened to dotted columns (per-class lists as <name>.<i>, matrices
+    left to the JSON) and the stage costs as cost.<record>.<field>. A replicate without metrics is
+    a row with status 'missing', never dropped."""
     def walk(prefix, v, row):
         if isinstance(v, dict):
             for k, x in v.items():
@@ -116,17 +165,16 @@ def flat_table(mets: dict, costs: dict, util: pd.DataFrame | None = None) -> pd.
             row[prefix] = np.nan if v is None else v
 
     rows = []
-    for s, m in mets.items():
-        row = {"shift": s, "status": "missing"}
-        walk("", m or {}, row)
-        walk("cost", costs.get(s, {}), row)
-        rows.append(row)
-    df = pd.DataFrame(rows).set_index("shift")
-    if util is not None:
-        for c in ("mCE_vs_in", "spearman_vs_in", "rank_overall"):
-            if c in util.columns:
-                df[c] = util[c]
-    return df
+    for s, sh in runs.items():
+        for r, m in sh.evals.items():
+            row = {"shift": s, "replicate": r, "status": "missing"}
+            walk("data", sh.data or {}, row)
+            walk("", m or {}, row)
+            walk("cost", {k: c for k, c in sh.costs.items() if k.rsplit("_", 1)[-1] not in sh.evals or k.endswith(f"_{r}")},
+                 row)
+            row["shift"], row["replicate"] = s, r
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["shift", "replicate"])
 
 
 def _fmt(v, digits=3):
@@ -137,19 +185,29 @@ def _fmt(v, digits=3):
     return str(v)
 
 
-def markdown(df: pd.DataFrame, cols: list[str], best: dict[str, bool] | None = None) -> str:
-    best = best or {}
+def cell(iv: stats.Interval | None, digits: int = 3) -> str:
+    """`mean ± half-width` (the 95% interval is symmetric), or the mean with why there is none."""
+    if iv is None:
+        return "missing"
+    if not iv.complete:
+        return f"{iv.mean:.{digits}f} (n={iv.n}, no interval)"
+    return f"{iv.mean:.{digits}f} ± {iv.half():.{digits}f}"
+
+
+def markdown(df: pd.DataFrame, cols: list[str], cells: dict | None = None, marks: dict | None = None) -> str:
+    """A Markdown table of df[cols]; `cells[shift][col]` overrides a cell's text; `marks[col]` bolds
+    the clear best and daggers the tied ones."""
+    cells, marks = cells or {}, marks or {}
     lines = ["| shift | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    marks = {}
-    for c, higher in best.items():
-        col = pd.to_numeric(df[c], errors="coerce")
-        if col.notna().any():
-            marks[c] = col.idxmax() if higher else col.idxmin()
     for s, r in df.iterrows():
-        cells = []
+        out = []
         for c in cols:
-            v = r[c]
-            cell = _fmt(v) if not isinstance(v, (list, tuple)) else "[" + ", ".join(_fmt(x) for x in v) + "]"
-            cells.append(f"**{cell}**" if marks.get(c) == s else cell)
-        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+            text = cells.get(s, {}).get(c) or _fmt(r[c])
+            mk = marks.get(c, {})
+            if mk.get("best") == s:
+                text = f"**{text}**"
+            elif s in mk.get("tied", []):
+                text += " †"
+            out.append(text)
+        lines.append(f"| {s} | " + " | ".join(out) + " |")
     return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""The dataset-side metrics of one shift (the describe stage's library): no trained model is
+involved, so they are computed once per shift, not once per replicate. The one random part, the
+SSL kNN bank, is drawn once per replicate with that replicate's seed."""
+from __future__ import annotations
+
+import numpy as np
+
+from selectbench.core import layout
+from selectbench.core.classes import load as load_classes
+from selectbench.core.index import gather, read_index
+from selectbench.core.io import read_json
+from selectbench.core.layout import load_split
+from selectbench.core.params import get, replicates
+from selectbench.core.runtime import replicate_seed
+from selectbench.curation import context
+from selectbench.evaluation import noise
+from selectbench.evaluation import utility as E
+
+
+def shift_embeddings(shift: str, index) -> np.ndarray:
+    """Embeddings of a shift's training items (generated images are embedded here)."""
+    gen = layout.curated(shift) / "images.npy"
+    images = np.load(gen, mmap_mode="r") if gen.exists() else None
+    return context.embeddings_of(context.Context({}), context.Curated(index, images))
+
+
+def save_samples(shift: str, index, seed: int, n: int = 8) -> None:
+    """A few curated items (image, label, caption) for the report's example grid."""
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(len(index), size=min(n, len(index)), replace=False)) if len(index) else np.empty(0, int)
+    sub = index.iloc[take]
+    arrays = context.image_arrays(sub, layout.curated(shift))
+    imgs = gather(sub, {s: (lambda r, a=a: np.asarray(a[r])) for s, a in arrays.items()}, "samples")
+    captions = [""] * len(take)
+    if (sub["source"] == "pool").any():
+        import pandas as pd
+
+        cap = pd.read_parquet(layout.POOL_META, columns=["caption"])["caption"].to_numpy()
+        captions = [cap[r] if s == "pool" else "" for s, r in zip(sub["source"], sub["row"])]
+    layout.SAMPLES.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(layout.samples(shift), images=np.zeros((0, 28, 28), np.uint8) if imgs is None else imgs,
+                        labels=sub["label"].to_numpy(), captions=np.array(captions, dtype=str))
+
+
+def describe_shift(p: dict, shift: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """(the record of reports/metrics/<shift>/data.json, per-item SSL correctness keyed
+    `<rep>/<shot>shot_k<k>` for reports/items/<shift>/ssl.npz)."""
+    seed = get(p, "evaluate.seed", int)
+    stats = read_json(layout.curated(shift) / "stats.json")
+    index = read_index(layout.curated(shift) / "index.parquet")
+    classes = list(load_classes().entries)
+    C = len(classes)
+    out = {"shift": shift, "images": stats["images"], "coverage": stats["coverage"], "dataset": stats}
+    save_samples(shift, index, seed)
+    shift_emb = shift_embeddings(shift, index)
+    labels = index["label"].to_numpy()
+    emb_test = np.load(layout.embedding("test_img")).astype(np.float32)
+    test = load_split(layout.TEST_SPLIT)
+    train = load_split(layout.TRAIN_SPLIT)
+    out["ssl_knn"], items = {}, {}
+    for rep in replicates(p):
+        acc, correct = E.ssl_guidance(shift_emb, labels, emb_test, test["labels"], C, get(p, "evaluate.ssl_shots", list),
+                                      get(p, "evaluate.ssl_k", list), replicate_seed(seed, rep))
+        out["ssl_knn"][rep] = acc
+        items.update({f"{rep}/{k}": v for k, v in correct.items()})
+    base = np.flatnonzero(train["part"] == 0)
+    ref_emb = np.load(layout.embedding("train_img"), mmap_mode="r")[base].astype(np.float32)
+    from selectbench.models import embedder as EMB
+
+    prompts = EMB.load(layout.EMBEDDER).encode_texts([f"a photo of a {c['name']}" for c in classes])
+    out["quality"] = E.quality(shift_emb, labels, ref_emb, train["labels"][base], prompts, C,
+                               get(p, "evaluate.quality_items", int, lo=2), seed)
+    noise_n = min(len(labels), get(p, "evaluate.noise_items", int, lo=0))
+    if noise_n >= 20 and len(np.unique(labels)) > 1:
+        rows = np.sort(np.random.default_rng(seed).choice(len(labels), size=noise_n, replace=False))
+        rate, per_class = noise.estimate_label_noise(shift_emb[rows], labels[rows], C, folds=5, seed=seed)
+        out["label_noise"] = {"estimated": float(rate), "per_class_estimated": [float(v) for v in per_class]}
+    else:
+        out["label_noise"] = {"estimated": float("nan")}
+    if "label_precision" in stats:
+        out["label_noise"]["exact"] = 1.0 - stats["label_precision"]
+        out["label_noise"]["per_class_exact"] = [None if v is None else 1.0 - v for v in stats["label_precision_per_class"]]
+    return out, items
