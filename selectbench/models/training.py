@@ -24,6 +24,7 @@ from selectbench.core.errors import UserError, fail
 from selectbench.core.io import write_json
 from selectbench.core.runtime import compute_device, flush_denormal
 from selectbench.models import checkpoint
+from selectbench.models.augment import augment
 
 MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST pixel statistics
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, timm's default for RGB
@@ -54,7 +55,7 @@ def check_config(cfg: dict) -> dict:
     chans = cfg.get("in_chans", 1)
     if type(chans) is not int or chans not in (1, 3):
         raise fail("train.in_chans", f"expected 1 (grey) or 3 (RGB), got {chans!r}")
-    ints = {"img_size": 8, "batch_size": 1, "epochs": 0, "steps": 0, "shuffle_buffer": 1, "workers": 1,
+    ints = {"img_size": 8, "batch_size": 1, "epochs": 0, "steps": 0, "shuffle_buffer": 1, "workers": 0,
             "ckpt_every": 0, "nproc": 1, "seed": None}
     for k, lo in ints.items():
         v = cfg[k]
@@ -121,19 +122,6 @@ def norm_stats(in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return (MEAN, STD) if in_chans == 1 else (RGB_MEAN, RGB_STD)
 
 
-def make_transform(cfg: dict, training: bool):
-    from timm.data import create_transform
-
-    size, chans = cfg["img_size"], cfg.get("in_chans", 1)
-    mean, std = norm_stats(chans)
-    if training:
-        return create_transform((chans, size, size), is_training=True, scale=tuple(cfg["scale"]),
-                                ratio=(0.75, 1.333), hflip=cfg["hflip"], color_jitter=0.0, interpolation="bilinear",
-                                mean=mean, std=std)
-    return create_transform((chans, size, size), is_training=False, crop_pct=1.0, interpolation="bilinear",
-                            mean=mean, std=std)
-
-
 def _worker_seeded(fn: Callable, seed: int):
     """A pipeline stage whose RNG depends on (seed, worker id), not on process ids or time."""
     def stage(src):
@@ -152,20 +140,29 @@ def _rank_split(rank: int, world: int):
 
 
 def epoch_loader(urls: list[str], cfg: dict, epoch: int, rank: int = 0, world: int = 1):
-    """Stream one epoch: shards shuffled per epoch, a shuffle buffer, decoding in workers."""
+    """Stream one epoch of uint8 batches [B, C, H, W] + labels: shards shuffled per epoch, a shuffle
+    buffer, decoding in `workers` processes (0: in this one). Augmentation runs on the batch."""
     import webdataset as wds
     from PIL import Image
 
     seed = cfg["seed"] * 100_003 + epoch
     order = list(urls)
     random.Random(seed).shuffle(order)
-    transform = make_transform(cfg, training=True)
     buf = cfg["shuffle_buffer"]
     mode = "L" if cfg.get("in_chans", 1) == 1 else "RGB"
 
     def decode(sample):
-        img = Image.open(io.BytesIO(shards.image_data(sample))).convert(mode)
-        return transform(img), int(sample["cls"])
+        return np.asarray(Image.open(io.BytesIO(shards.image_data(sample))).convert(mode)), int(sample["cls"])
+
+    def collate(batch):
+        imgs = [b[0] for b in batch]
+        shape = imgs[0].shape
+        if any(i.shape != shape for i in imgs):  # adapters write one size; resize a stray one to the first's
+            imgs = [i if i.shape == shape else np.asarray(Image.fromarray(i).resize(shape[1::-1], Image.BILINEAR))
+                    for i in imgs]
+        x = torch.from_numpy(np.stack(imgs))
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        return x.contiguous(), torch.tensor([b[1] for b in batch])
 
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(order),
@@ -174,12 +171,10 @@ def epoch_loader(urls: list[str], cfg: dict, epoch: int, rank: int = 0, world: i
         _rank_split(rank, world),
         _worker_seeded(lambda src, rng: wds.filters._shuffle(src, buf, min(buf, 64), rng=rng), seed),
         wds.map(decode),
-        wds.batched(cfg["batch_size"], partial=True),
+        wds.batched(cfg["batch_size"], collation_fn=collate, partial=True),
     )
     workers = min(cfg["workers"], len(order))
-    gen = torch.Generator().manual_seed(seed)  # fixes each worker's torch seed (transform randomness)
-    return torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers, generator=gen,
-                                       persistent_workers=False)
+    return torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=False)
 
 
 def fingerprint(cfg: dict, sizes: dict, num_classes: int) -> str:
@@ -198,8 +193,9 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
 
     flush_denormal()
     # One core per data worker, the rest to compute: oversubscribed OpenMP threads spin-wait,
-    # which made 31 steps take 34 s instead of 3.4 s on 2 cores (measured).
-    torch.set_num_threads(max(1, ((os.cpu_count() or 1) - cfg["workers"]) // world))
+    # which made 31 steps take 34 s instead of 3.4 s on 2 cores (measured). SELECT_THREADS caps it.
+    torch.set_num_threads(max(1, (min(os.cpu_count() or 1, int(os.environ.get("SELECT_THREADS") or 1 << 30))
+                                  - cfg["workers"]) // world))
     num_classes = len(counts)
     samples = int(sum(sizes.values()))
     run = plan(cfg, samples, world)
@@ -249,7 +245,10 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
             skip = 0
             torch.manual_seed(cfg["seed"] * 1_000_003 + step)
             np.random.seed((cfg["seed"] * 1_000_003 + step) % 2**32)  # timm Mixup draws from numpy
-            x, y = x.to(dev, non_blocking=True), torch.as_tensor(y).to(dev)
+            gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + step)
+            x = augment(x.to(dev, non_blocking=True), cfg["img_size"], tuple(cfg["scale"]), cfg["hflip"],
+                        *norm_stats(cfg.get("in_chans", 1)), gen)
+            y = torch.as_tensor(y).to(dev)
             if mixup is not None and len(x) % 2 == 0:
                 x, target = mixup(x, y)
             else:
