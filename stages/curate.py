@@ -10,7 +10,7 @@ from selectbench.core import layout
 from selectbench.core.index import write_index
 from selectbench.core.io import atomic_save_npy, write_json
 from selectbench.core.params import load_params
-from selectbench.core.runtime import stage_main
+from selectbench.core.runtime import all_threads, limit_threads, stage_main
 from selectbench.curation import context
 from selectbench.curation import registry as curation
 from selectbench.evaluation import counts as count_stats
@@ -49,6 +49,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="default: data/curated/<shift>")
     ap.add_argument("--cost", default=None, help="default: reports/cost/curate_<shift>.json")
     args = ap.parse_args(argv)
+    limit_threads(all_threads())  # no worker processes: both cores compute
     params = load_params(args.params)
     out = Path(args.out) if args.out else layout.curated(args.shift)
     ctx = context.Context(params)

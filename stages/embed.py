@@ -18,7 +18,7 @@ from selectbench.core.errors import UserError
 from selectbench.core.images import Subset, base_name, is_lazy, open_images
 from selectbench.core.io import atomic_save_npy, write_json
 from selectbench.core.params import get, load_params
-from selectbench.core.runtime import stage_main
+from selectbench.core.runtime import all_threads, limit_threads, stage_main
 from selectbench.models import embedder
 
 
@@ -54,6 +54,7 @@ def main(argv=None):
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default=str(layout.EMBEDDINGS))
     args = ap.parse_args(argv)
+    limit_threads(all_threads())  # no worker processes: both cores compute
     p = load_params(args.params)
     batch = get(p, "embed.batch_size", int, lo=1)
     out = Path(args.out)

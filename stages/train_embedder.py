@@ -10,8 +10,8 @@ import pandas as pd
 from selectbench.core import layout
 from selectbench.core.io import write_json
 from selectbench.core.params import get, load_params
+from selectbench.core.runtime import all_threads, limit_threads, record_pretrained, seed_everything, stage_main
 from selectbench.core.runtime import live as live_logger
-from selectbench.core.runtime import record_pretrained, seed_everything, stage_main
 from selectbench.models import embedder
 
 
@@ -21,6 +21,7 @@ def main(argv=None):
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default=str(layout.EMBEDDER))
     args = ap.parse_args(argv)
+    limit_threads(all_threads())  # no worker processes: both cores compute
     p = load_params(args.params)
     out = Path(args.out)
     kind = get(p, "embedder.kind", str, choices=("trained", "pretrained"))

@@ -37,9 +37,11 @@ def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def all_threads() -> int:
-    """Threads for a stage with no data workers: every core, unless SELECT_THREADS caps it (the
-    tests do, as they run two processes at once)."""
-    return int(os.environ.get("SELECT_THREADS") or os.cpu_count() or 1)
+    """Threads for a stage with no worker processes: 2, or SELECT_THREADS (the tests set 1, as they
+    run two processes at once), never more than the cores. A constant, not the core count: float
+    reductions differ with the thread count, so outputs would otherwise hash differently on a
+    bigger machine of the same CPU type."""
+    return max(1, min(int(os.environ.get("SELECT_THREADS") or 2), os.cpu_count() or 1))
 
 
 def limit_threads(n: int) -> None:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from selectbench.core import shards
 from selectbench.core.errors import UserError, fail
 from selectbench.core.io import write_json
-from selectbench.core.runtime import compute_device, flush_denormal
+from selectbench.core.runtime import all_threads, compute_device, flush_denormal
 from selectbench.models import checkpoint
 from selectbench.models.augment import augment
 
@@ -194,8 +194,7 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
     flush_denormal()
     # One core per data worker, the rest to compute: oversubscribed OpenMP threads spin-wait,
     # which made 31 steps take 34 s instead of 3.4 s on 2 cores (measured). SELECT_THREADS caps it.
-    torch.set_num_threads(max(1, (min(os.cpu_count() or 1, int(os.environ.get("SELECT_THREADS") or 1 << 30))
-                                  - cfg["workers"]) // world))
+    torch.set_num_threads(max(1, (all_threads() - cfg["workers"]) // world))
     num_classes = len(counts)
     samples = int(sum(sizes.values()))
     run = plan(cfg, samples, world)

@@ -17,7 +17,8 @@ from selectbench.core.io import write_json  # noqa: E402
 from selectbench.core.params import get, replicates  # noqa: E402
 from selectbench.evaluation import accuracy as M  # noqa: E402
 from selectbench.evaluation import stats  # noqa: E402
-from selectbench.evaluation.report import findings, runs as R, tables  # noqa: E402
+from selectbench.evaluation.report import findings, tables  # noqa: E402
+from selectbench.evaluation.report import runs as R
 
 VARIANCE = ("Each replicate trains and evaluates a shift with its own seeds: model initialisation, data order, "
             "augmentation and mixup (`train.seed`), transfer fine-tuning (`evaluate.seed`) and the SSL kNN bank draw. "
