@@ -39,6 +39,7 @@ def test_default_tiny_and_full_profiles_pass():
     check(DEFAULT)
     check(tiny_params(ROOT / "params.yaml"))
     check(_deep_merge(DEFAULT, yaml.safe_load((ROOT / "params-full.yaml").read_text())))
+    check(_deep_merge(DEFAULT, yaml.safe_load((ROOT / "params-full-smoke.yaml").read_text())))
     # Open subtrees (library kwargs), a new shift of a known strategy, a strategy of one's own.
     check(_edit(lambda p: p["generator"]["unet"].update(dropout=0.1)))
     check(_edit(lambda p: p["shifts"].update(in_small={"strategy": "balanced", "uses": "curation.seed",
