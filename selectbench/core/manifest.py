@@ -6,7 +6,7 @@ of each dataset root its file count, bytes and a digest of the (path, size, mtim
 it, plus a content hash of each metadata file (CSV/TSV, parquet, JSON) anywhere below. The
 stages that read a group list its manifest as a dependency: an edited CSV, a removed or replaced
 tar, an added image reruns them; an unchanged dataset writes a byte-identical manifest, so DVC
-reruns nothing below it. Content hashes are cached by (path, size, mtime_ns, inode) in data/tmp,
+reruns nothing below it. Content hashes are cached by (path, size, mtime, ctime, inode) in data/tmp,
 so a metadata file is read again only when it changed."""
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ def _sha256(path: str) -> str:
 
 
 class HashCache:
-    """path -> (size, mtime_ns, inode, sha256), saved as JSON; a stat change means a rehash."""
+    """path -> (size, mtime_ns, ctime_ns, inode, sha256), saved as JSON; any stat change means a
+    rehash. ctime is in the stamp because a rewrite that keeps size and resets mtime (cp -p,
+    os.utime) still moves it, and no user call can set it back."""
 
     def __init__(self, path: str | os.PathLike | None):
         self.path = Path(path) if path else None
@@ -41,9 +43,9 @@ class HashCache:
         self.new: dict = {}
 
     def sha256(self, path: str, st: os.stat_result) -> str:
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         hit = self.old.get(path)
-        digest = hit[3] if hit and hit[:3] == stamp else _sha256(path)
+        digest = hit[4] if hit and hit[:4] == stamp else _sha256(path)
         self.new[path] = stamp + [digest]
         return digest
 
