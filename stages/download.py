@@ -26,7 +26,10 @@ def main(argv=None):
     if profile(p) == "full":
         classes = list(load_classes().entries)
         s = full.build_raw(p, classes, Path(args.out))
-        print(f"download: ImageNet {s['train']} train, {s['test']} val (read in place) -> {args.out}")
+        bad = "; ".join(f"{k} " + (", ".join(f"{r} {n}" for r, n in v.items()) or "none")
+                        for k, v in s["undecodable"].items())
+        print(f"download: ImageNet {s['train']} train, {s['test']} val (read in place) -> {args.out}; "
+              f"undecodable, left out: {bad}")
         return
     source_dir = get(p, "data.source_dir", (str, type(None)))
     url = get(p, "data.url", str)

@@ -42,9 +42,12 @@ def main(argv=None):
     # Unreadable / too large / blank inputs are skipped, never fatal: say how many and why.
     skipped = "; ".join(f"{src} " + ", ".join(f"{why} {n}" for why, n in reasons.items())
                         for src, reasons in stats["skipped"].items() if reasons)
+    nat_bad = "; ".join(f"{src} " + ", ".join(f"{why} {n}" for why, n in reasons.items())
+                        for src, reasons in stats["natural"].get("undecodable", {}).items() if reasons)
     print(
         f"pool: {stats['n_total']} items ({per_source}); skipped: {skipped or 'none'}; "
-        f"natural: {stats['natural']['n']} items; {time.perf_counter() - t0:.1f}s",
+        f"natural: {stats['natural']['n']} items (undecodable, left out: {nat_bad or 'none'}); "
+        f"{time.perf_counter() - t0:.1f}s",
         file=sys.stderr,
     )
     return 0

@@ -19,7 +19,10 @@ def main(argv=None):
     # Timings vary run to run; the summary file must not (DVC hashes it).
     write_json(Path(args.out) / "summary.json", {k: {kk: vv for kk, vv in v.items() if kk != "seconds"}
                                                  for k, v in summary.items()})
-    print("tasks:", {k: (v["train"], v["test"], v["classes"], v["seconds"]) for k, v in summary.items()})
+    bad = "; ".join(f"{k} {split} " + ", ".join(f"{why} {n}" for why, n in reasons.items())
+                    for k, v in summary.items() for split, reasons in v.get("decode_errors", {}).items() if reasons)
+    print("tasks:", {k: (v["train"], v["test"], v["classes"], v["seconds"]) for k, v in summary.items()},
+          f"undecodable, left out: {bad or 'none'}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 Same stages and code as the embedded default; the pixels stay in the adapters' files."""
 import json
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from tests.full_world import write_classes, write_world
-from tests.project import ROOT, inside, make_project
+from tests.project import ALWAYS, ROOT, UP_TO_DATE, inside, make_project
 from tests.tiny import tiny_params
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,8 @@ def project(world, tmp_path_factory):
 
 def test_every_stage_runs_on_the_real_formats(project):
     d, ran = project
-    stages = {"check_params", "download", "pool", "train_embedder", "embed", "train_generator", "corrupt", "tasks", "report"}
+    stages = {"check_params", "manifests", "download", "pool", "train_embedder", "embed", "train_generator", "corrupt",
+              "tasks", "report"}
     stages |= {f"{s}@{k}" for s in ("curate", "shard", "describe") for k in SHIFTS}
     stages |= {f"{s}@{k}-r1" for s in ("train", "evaluate") for k in SHIFTS}
     assert ran == stages
@@ -58,7 +60,7 @@ def test_pixels_stay_in_the_source_files(project, world):
     d, _ = project
     with np.load(d / "data/raw/train.npz") as z:
         assert sorted(z.files) == ["labels", "part"]
-        assert np.bincount(z["labels"]).tolist() == [16] * 4
+        assert np.bincount(z["labels"]).tolist() == world.expect["imagenet_train"]["per_class"]
     assert json.loads((d / "data/raw/train.images.json").read_text())["mode"] == "RGB"
     assert not (d / "data/pool/images.npy").exists()
     meta = pd.read_parquet(d / "data/pool/meta.parquet")
@@ -100,11 +102,83 @@ def test_models_are_rgb_and_every_metric_is_computed(project):
     assert gen.shape == (4 * 3, 32, 32, 3) and gen.dtype == np.uint8
 
 
+def test_broken_files_are_left_out_before_embedding_and_counted(project, world):
+    d, _ = project
+    raw = json.loads((d / "data/raw/summary.json").read_text())
+    assert raw["undecodable"] == {"train": world.expect["imagenet_train"]["undecodable"], "test": {}}
+    assert raw["train"] == sum(world.expect["imagenet_train"]["per_class"]) == len(np.load(d / "data/embeddings/train_img.npy"))
+    pool = json.loads((d / "data/pool/stats.json").read_text())
+    lx = world.expect["laion"]
+    assert pool["skipped"] == {"laion": {k: lx[k] for k in ("download_failed", "tar_missing", "truncated", "zero_byte")},
+                               "openimages": world.expect["openimages"]}
+    assert pool["laion"]["key_from"] == "img2dataset rule" and pool["laion"]["kept"] == lx["kept"] == 43
+    assert pool["natural"]["undecodable"] == {"imagenet_r": {}, "imagenet_sketch": {}, **world.expect["natural"]}
+    tasks = json.loads((d / "data/tasks/summary.json").read_text())["vtab_eurosat"]
+    errors = Counter()
+    for split in tasks["decode_errors"].values():
+        errors.update(split)
+    assert errors == world.expect["vtab_eurosat"]
+    # every kept row has an image: nothing is left out when the LAION shifts are written
+    for shift in ("la_img2img", "la_txt2img", "hkm", "oi", "in"):
+        assert "undecodable" not in json.loads((d / f"data/shards/{shift}/summary.json").read_text()), shift
+    keys = pd.read_parquet(d / "data/pool/meta.parquet")["sample_id"]
+    assert keys.str.fullmatch(r"laion:\d{6}|oi:.*").all()  # img2dataset keys: 5-digit shard + 1-digit row
+
+
+def test_cmyk_and_misnamed_images_decode_to_their_colours(project, world):
+    from selectbench.core.images import open_images
+
+    d, _ = project
+    paths = pd.read_parquet(d / "data/raw/train.paths.parquet")["path"].tolist()
+    with inside(d):
+        images = open_images("train")
+        for path, rgb in world.expect["imagenet_train"]["solid"].items():
+            img, ok = images.take([paths.index(path)])
+            assert ok.all() and np.abs(img[0].reshape(-1, 3).mean(0) - rgb).max() < 6, path
+
+
 def test_second_run_is_a_noop(project):
     from dvc.repo import Repo
 
     d, _ = project
     with inside(d):
         repo = Repo(".")
-        assert repo.reproduce() == []
-        assert repo.status() == {}
+        assert {s.addressing for s in repo.reproduce()} == ALWAYS  # the manifests come out byte-identical
+        assert repo.status() == UP_TO_DATE
+
+
+def test_changed_external_data_reruns_the_stages_that_read_it(world, tmp_path_factory):
+    """The datasets live outside the repository; their manifests (stage `manifests`) are what DVC
+    sees. An appended OpenImages CSV row or a removed LAION tar: once the manifests are written,
+    `dvc status` names pool, and `dvc repro` reruns it; download (ImageNet) stays untouched."""
+    import shutil
+
+    from dvc.repo import Repo
+
+    root = tmp_path_factory.mktemp("ext")
+    for sub in ("laion", "openimages"):
+        shutil.copytree(world.root / sub, root / sub)
+    p = _merge(tiny_params(ROOT / "params.yaml", shifts=SHIFTS), world.overrides)
+    p["full"]["laion"]["root"] = str(root / "laion")
+    p["full"]["openimages"] = {k: str(root / "openimages" / v) for k, v in (
+        ("labels_csv", "labels.csv"), ("descriptions_csv", "descriptions.csv"), ("mapping_json", "mapping.json"),
+        ("images_dir", "images"))}
+    d = make_project(tmp_path_factory.mktemp("extproj"), p)
+    write_classes(d / "data/meta/classes.yaml")
+    with inside(d):
+        repo = Repo(".")
+        assert {s.addressing for s in repo.reproduce("pool")} == {"check_params", "manifests", "download", "pool"}
+        assert {s.addressing for s in repo.reproduce("pool")} == ALWAYS
+        labels = root / "openimages/labels.csv"
+        labels.write_text(labels.read_text() + "0000000000000004,verification,/m/aa,1\n")
+        repo.reproduce("manifests", single_item=True)
+        assert set(repo.status(targets=["download", "pool"])) == {"pool"}  # `dvc status` after the manifests
+        assert {s.addressing for s in repo.reproduce("pool")} == {"pool"} | ALWAYS
+        (root / "laion/shards/00005.tar").unlink()
+        assert {s.addressing for s in repo.reproduce("pool")} == {"pool"} | ALWAYS
+        stats = json.loads((d / "data/pool/stats.json").read_text())
+        # shard 5 held 10 rows: its failed download stays counted as such (its parquet is still there)
+        assert stats["skipped"]["laion"] == {**stats["skipped"]["laion"], "download_failed": 5,
+                                             "tar_missing": world.expect["laion"]["tar_missing"] + 9}
+        assert stats["laion"]["kept"] == world.laion_rows - 9
+        assert repo.status(targets=["download", "pool"]) == {}

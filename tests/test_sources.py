@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections import Counter
 
@@ -285,6 +286,187 @@ def test_laion_duplicate_key_is_user_error(tmp_path):
     df.to_parquet(p, index=False)
     with pytest.raises(UserError, match="metadata_0001.parquet: key '000000000' occurs twice"):
         LaionSource(f.root).meta()
+
+
+def _laion_columns(f, key=None):
+    """The fixture's metadata rewritten with LAION-400M's own columns (SAMPLE_ID, URL, TEXT, ...,
+    no `key`); key='sample_id' adds a `key` column holding SAMPLE_ID, the mistake img2dataset's
+    keys never match."""
+    for n, p in enumerate(f.part_files["metadata"]):
+        df = pd.read_parquet(p)
+        ids = 1_000_000 + 7919 * (n * len(df) + np.arange(len(df)))
+        out = pd.DataFrame({"SAMPLE_ID": ids, "URL": df["url"], "TEXT": df["caption"], "HEIGHT": df["height"],
+                            "WIDTH": df["width"], "LICENSE": df["LICENSE"], "NSFW": df["NSFW"],
+                            "similarity": df["similarity"]})
+        if key == "sample_id":
+            out["key"] = ids.astype(str)
+        out.to_parquet(p, index=False)
+
+
+def test_laion_original_columns_join_tars_by_img2dataset_key_not_sample_id(tmp_path):
+    f = fx.write_laion(tmp_path)
+    _laion_columns(f)
+    src = LaionSource(f.root)
+    m = src.meta()
+    assert list(m["key"]) == f.keys and src.key_from == "img2dataset rule"
+    assert list(m["caption"]) == f.captions
+    ok, reason, facts = src.image_check()
+    assert Counter(reason[~ok].tolist()) == {"not_in_tar": 1, "zero_byte": 1}
+    assert reason[f.keys.index(f.missing_key)] == "not_in_tar"
+    assert facts == {"key_from": "img2dataset rule", "keys_name_shards": 1, "keys_name_present": 1, "tars": 2}
+    assert sum(im is not None for _, im in src.load(range(10))) == 7  # the truncated member fails only on decoding
+
+
+def test_laion_key_rule_counts_shards_per_file_in_name_order(tmp_path):
+    # img2dataset reads metadata_0, metadata_1, metadata_10, metadata_2, ... and starts a shard per file.
+    f = fx.write_laion(tmp_path, parts=11, rows=3, pad=0)
+    _laion_columns(f)
+    m = LaionSource(f.root).meta()
+    assert m.loc[m["part"] == 10, "key"].tolist() == ["000020000", "000020001", "000020002"]
+    assert m.loc[m["part"] == 2, "key"].tolist()[0] == "000030000"
+    small = LaionSource(f.root, samples_per_shard=2).meta()  # 2 shards per 3-row file, 1-digit row
+    assert small.loc[small["part"] == 0, "key"].tolist() == ["000000", "000001", "000010"]
+    assert small.loc[small["part"] == 1, "key"].tolist() == ["000020", "000021", "000030"]
+
+
+def test_laion_failed_downloads_and_missing_tars_are_told_apart(tmp_path):
+    f = fx.write_laion(tmp_path)
+    shard_meta = f.root / "shards" / "00001.parquet"
+    df = pd.read_parquet(shard_meta)
+    df.loc[df["key"] == f.missing_key, "status"] = "failed_to_download"  # img2dataset wrote no member
+    df.to_parquet(shard_meta, index=False)
+    f.shards[0].unlink()  # a shard never downloaded
+    ok, reason, _ = LaionSource(f.root).image_check()
+    assert Counter(reason[~ok].tolist()) == {"tar_missing": 5, "download_failed": 1, "zero_byte": 1}
+    assert ok.tolist() == [False] * 5 + [True, True, False, True, False]
+
+
+def _laion_pool(f):
+    from selectbench.full.build import laion_rows
+
+    src = LaionSource(f.root)
+    src.shard_index()
+    return laion_rows(src, {"size": 32, "workers": 2}, {"samples_per_shard": 10000, "shard_digits": 5,
+                                                        "min_match": 0.5})
+
+
+def test_laion_pool_rows_known_answer(tmp_path):
+    f = fx.write_laion(tmp_path)
+    _laion_columns(f)
+    ok, stats = _laion_pool(f)
+    assert stats == {"key_from": "img2dataset rule", "rows": 10, "kept": 7,
+                     "left_out": {"not_in_tar": 1, "truncated": 1, "zero_byte": 1}}
+    assert np.flatnonzero(~ok).tolist() == sorted(f.keys.index(k) for k in (f.truncated_key, f.zero_byte_key,
+                                                                            f.missing_key))
+
+
+def test_laion_pool_fails_when_keys_do_not_join(tmp_path):
+    f = fx.write_laion(tmp_path)
+    _laion_columns(f, key="sample_id")
+    with pytest.raises(UserError, match=r"full.laion.min_match: only 0 of 10 LAION rows \(0%\) have an image.*"
+                                        r"keys do not follow img2dataset's rule"):
+        _laion_pool(f)
+
+
+def test_laion_pool_fails_when_most_tars_are_missing(tmp_path):
+    f = fx.write_laion(tmp_path)
+    f.shards[0].unlink()
+    with pytest.raises(UserError, match=r"only 4 of 10 LAION rows \(40%\).*1 of the 2 tars the keys name are missing"):
+        _laion_pool(f)
+
+
+def test_laion_join_failure_is_one_line_from_the_pool_stage(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.project import ROOT
+
+    f = fx.write_laion(tmp_path)
+    _laion_columns(f, key="sample_id")
+    (tmp_path / "data/meta").mkdir(parents=True)
+    (tmp_path / "data/meta/classes.yaml").write_text(yaml.safe_dump({"classes": [
+        {"wnid": w, "name": f"c{i}", "synonyms": [f"c{i}"], "definition": f"c{i}"} for i, w in enumerate(fx.WNIDS[:4])]}))
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["profile"] = "full"
+    p["full"]["laion"]["root"] = str(f.root)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    r = subprocess.run([sys.executable, "-m", "stages.pool"], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: full.laion.min_match: only 0 of 10"), r.stderr
+    assert "pass img2dataset's `key` column" in r.stderr
+
+
+def test_decodable_counts_every_broken_file_and_keeps_odd_but_valid_ones(tmp_path):
+    from selectbench.full.decode import decodable
+
+    f = fx.write_imagefolder(tmp_path)
+    src = ImageFolderSource(f.root, f.wnids)
+    for workers in (1, 2):
+        ok, why = decodable(src, size=16, workers=workers, chunk=3)
+        assert why == f.errors and ok.sum() == f.n_items - sum(f.errors.values())
+    bad = {src.meta()["path"][i].split("/")[1] for i in np.flatnonzero(~ok)}
+    assert bad == {"truncated.JPEG", "empty.JPEG", "garbage.jpg"}
+
+
+# ---------------------------------------------------------------------------- external-data manifests
+
+
+def test_manifest_sees_edits_removals_and_touches_and_reuses_hashes(tmp_path, monkeypatch):
+    from selectbench.core import manifest as M
+
+    f = fx.write_laion(tmp_path)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("ImageID,Source,LabelName,Confidence\na,crowd,/m/x,1\n")
+    srcs = {"laion": str(f.root), "csv": str(csv), "unset": None, "gone": str(tmp_path / "nowhere")}
+    cache = tmp_path / "hashes.json"
+
+    def body():
+        c = M.HashCache(cache)
+        out = M.write(tmp_path / "m.json", srcs, c)
+        c.save()
+        return out, (tmp_path / "m.json").read_bytes()
+
+    first, raw = body()
+    laion = first["sources"]["laion"]
+    assert laion["files"] == 2 * 3 + 2 * 3 and set(laion["entries"]) == {"metadata", "img_emb", "text_emb", "shards"}
+    assert sorted(laion["content_sha256"]) == [  # metadata hashed; tars and .npy by size and mtime only
+        "metadata/metadata_0000.parquet", "metadata/metadata_0001.parquet", "shards/00000.parquet",
+        "shards/00000_stats.json", "shards/00001.parquet", "shards/00001_stats.json"]
+    assert first["sources"]["unset"] is None and first["sources"]["gone"] == {"path": srcs["gone"], "missing": True}
+    with monkeypatch.context() as mp:  # unchanged files: same bytes, nothing reread
+        mp.setattr(M, "_sha256", lambda path: pytest.fail(f"rehashed unchanged {path}"))
+        assert body()[1] == raw
+    st = csv.stat()
+    csv.write_text("ImageID,Source,LabelName,Confidence\nb,crowd,/m/x,1\n")  # same size, same mtime
+    os.utime(csv, ns=(st.st_atime_ns, st.st_mtime_ns))
+    edited, raw2 = body()
+    assert raw2 != raw and edited["sources"]["csv"]["sha256"] != first["sources"]["csv"]["sha256"]
+    f.shards[1].unlink()
+    removed, _ = body()
+    changed = {k for k, e in removed["sources"]["laion"]["entries"].items() if e != laion["entries"].get(k)}
+    assert changed == {"shards"} and removed["sources"]["laion"]["files"] == laion["files"] - 1
+    os.utime(f.part_files["img_emb"][0], ns=(1, 1))  # a touch: the listing digest changes
+    touched, _ = body()
+    assert touched["sources"]["laion"]["entries"]["img_emb"] != removed["sources"]["laion"]["entries"]["img_emb"]
+
+
+def test_manifests_stage_is_constant_in_the_embedded_profile(tmp_path, monkeypatch):
+    import yaml
+
+    from stages.manifests import main
+    from tests.project import ROOT
+
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["full"]["imagenet"]["train"] = str(tmp_path)  # set, but the embedded profile does not read it
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    monkeypatch.chdir(tmp_path)
+    main([])
+    got = {n: json.loads((tmp_path / f"data/manifests/{n}.json").read_text()) for n in ("imagenet", "pool", "vtab")}
+    assert got == {"imagenet": {"read": False, "why": "profile embedded"}, "pool": {"read": False, "why": "profile embedded"},
+                   "vtab": {"read": True, "sources": {"transfer.vtab_root": None}}}
 
 
 # ---------------------------------------------------------------------------- OpenImages

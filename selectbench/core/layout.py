@@ -13,6 +13,14 @@ PROJECT = Path(__file__).resolve().parents[2]  # the checkout, for code that run
 META = Path("data/meta")              # checked-in facts: classes.yaml, crowd vocabulary, mappings
 CLASSES = META / "classes.yaml"
 PARAMS_OK = Path("data/params.ok")
+MANIFESTS = Path("data/manifests")   # <group>.json: what external data each reading stage saw (stages.manifests)
+MANIFEST_HASHES = Path("data/tmp/manifest_hashes.json")  # metadata-file hashes by stat, so unchanged files are not reread
+
+
+def manifest(group: str) -> Path:
+    """`imagenet` (read by download), `pool` (LAION, OpenImages, ImageNet variants: pool), `vtab` (tasks)."""
+    return MANIFESTS / f"{group}.json"
+
 RAW = Path("data/raw")                # {train,test}.npz (+ <split>.images.json in the full profile)
 TRAIN_SPLIT, TEST_SPLIT = RAW / "train.npz", RAW / "test.npz"
 POOL = Path("data/pool")              # images.npy | images.json, meta.parquet, crowd_labels.csv, stats.json

@@ -11,6 +11,7 @@ import io
 import os
 import warnings
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -176,6 +177,38 @@ def decode_image(data: bytes, draft_size: int | None = None) -> tuple[Image.Imag
         raise
     except Exception as e:  # noqa: BLE001 - malformed files raise anything from struct.error to IndexError
         return None, "truncated" if "truncat" in str(e).lower() else "corrupt"
+
+
+def decodable(src, rows: Sequence[int] | None = None, *, size: int, workers: int = 1,
+              chunk: int = 256) -> tuple[np.ndarray, Counter]:
+    """(ok per row, Counter of reasons) from decoding every row at `size` (JPEG draft scale, as
+    the stages decode), on `workers` threads. Run once where a source enters the pipeline, so an
+    undecodable file is left out and counted there, never embedded or trained as a blank."""
+    rows = np.arange(len(src)) if rows is None else np.asarray(rows, dtype=np.int64)
+    ok = np.zeros(len(rows), dtype=bool)
+    reason = np.full(len(rows), "", dtype=object)
+
+    def run(lo: int) -> None:
+        at = {int(r): i for i, r in enumerate(rows[lo:lo + chunk].tolist(), lo)}
+        for r, img in src.load(list(at), draft_size=size):
+            if img is not None:
+                try:  # the conversion every stage applies: a file that decodes but cannot convert fails here
+                    to_array(img, 8, "RGB")
+                    ok[at[r]] = True
+                except Exception:  # noqa: BLE001 - same breadth as decode_image
+                    reason[at[r]] = "corrupt"
+            else:
+                reason[at[r]] = src.failed.get(r, "unreadable")
+
+    starts = range(0, len(rows), chunk)
+    if workers > 1 and len(rows) > chunk:
+        # PIL releases the GIL while decoding, so threads scale; each load() call opens its own files.
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(run, starts))
+    else:
+        for lo in starts:
+            run(lo)
+    return ok, Counter(reason[~ok].tolist())
 
 
 def _check_rows(rows: Sequence[int], n: int) -> np.ndarray:

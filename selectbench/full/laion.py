@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import tarfile
@@ -23,7 +24,11 @@ from selectbench.core.io import atomic_path
 from selectbench.full.decode import IMAGE_EXTENSIONS, _check_rows, _ErrorLog
 
 _PART_RE = re.compile(r"_(\d+)\.(?:parquet|npy)$")
-_META_ALIASES = {"key": ("key", "SAMPLE_ID"), "caption": ("caption", "TEXT"), "url": ("url", "URL")}
+# LAION's SAMPLE_ID is never a tar key: img2dataset names members by its own key (below), and
+# writes that key into the per-shard parquet beside each tar, whence a `key` column comes.
+_META_ALIASES = {"key": ("key",), "caption": ("caption", "TEXT"), "url": ("url", "URL")}
+SHARD_DIGITS = 5  # img2dataset's oom_shard_count default
+SAMPLES_PER_SHARD = 10000  # img2dataset's number_sample_per_shard default
 _EMB_DIRS = {"img": ("img_emb", "images"), "text": ("text_emb", "texts")}
 _EMB_PREFIX = {"img": "img_emb_", "text": "text_emb_"}
 
@@ -53,9 +58,13 @@ class LaionSource(_ErrorLog):
         *,
         name: str = "laion",
         index_cache: str | os.PathLike | None = None,
+        samples_per_shard: int = SAMPLES_PER_SHARD,
+        shard_digits: int = SHARD_DIGITS,
     ):
         self.name = name
         self.root = Path(root)
+        self.samples_per_shard, self.shard_digits = int(samples_per_shard), int(shard_digits)
+        self.key_from = None  # 'column' or 'img2dataset rule', once meta() has run
         self._init_errors()
         meta_dir = self.root / "metadata"
         if not meta_dir.is_dir():
@@ -116,7 +125,8 @@ class LaionSource(_ErrorLog):
     def meta(self) -> pd.DataFrame:
         """sample_id ('laion:KEY'), label (-1), caption, key, url, part, part_row."""
         if self._meta is None:
-            frames = [self._read_meta_part(p) for p in self.parts]
+            first = self._first_shards()
+            frames = [self._read_meta_part(p, first[p.number]) for p in self.parts]
             df = pd.concat(frames, ignore_index=True)
             dup = df["key"].duplicated()
             if dup.any():
@@ -128,16 +138,38 @@ class LaionSource(_ErrorLog):
             self._meta = df
         return self._meta.copy()
 
-    def _read_meta_part(self, part: _Part) -> pd.DataFrame:
+    def _first_shards(self) -> dict[int, int]:
+        """part number -> img2dataset shard id of its first row. img2dataset reads the input files
+        of a folder in sorted name order and starts a new shard at each file."""
+        first, nxt = {}, 0
+        for part in sorted(self.parts, key=lambda q: q.meta.name):
+            first[part.number] = nxt
+            nxt += -(-part.rows // self.samples_per_shard)
+        return first
+
+    def rule_keys(self, part: _Part, first_shard: int) -> np.ndarray:
+        """img2dataset's key of each row: shard id * 10**d + row within the shard, zero-padded to
+        shard_digits + d digits, d = ceil(log10(samples_per_shard)) (its compute_key)."""
+        d = math.ceil(math.log10(self.samples_per_shard))
+        r = np.arange(part.rows, dtype=np.int64)
+        true_key = (first_shard + r // self.samples_per_shard) * 10**d + r % self.samples_per_shard
+        return np.char.zfill(true_key.astype(str), self.shard_digits + d).astype(object)
+
+    def _read_meta_part(self, part: _Part, first_shard: int) -> pd.DataFrame:
         names = pq.ParquetFile(part.meta).schema_arrow.names
         pick = {}
         for col, aliases in _META_ALIASES.items():
             found = next((a for a in aliases if a in names), None)
-            if found is None and col != "url":
+            if found is None and col == "caption":
                 raise UserError(f"{part.meta}: no {col!r} column (has {', '.join(names)})")
             pick[col] = found
         t = pq.read_table(part.meta, columns=[c for c in pick.values() if c])
-        key = t.column(pick["key"]).to_pandas()
+        if pick["key"] is None:
+            key = pd.Series(self.rule_keys(part, first_shard))
+            self.key_from = "img2dataset rule"
+        else:
+            key = t.column(pick["key"]).to_pandas()
+            self.key_from = "column"
         if key.isna().any():
             raise UserError(f"{part.meta}: {int(key.isna().sum())} rows have no key")
         out = pd.DataFrame(
@@ -263,6 +295,59 @@ class LaionSource(_ErrorLog):
         )
         with atomic_path(self.index_cache) as tmp:
             pq.write_table(t, tmp)
+
+    def download_status(self) -> pd.Series | None:
+        """key -> img2dataset's status ('success', 'failed_to_download', ...), from the NNNNN.parquet
+        it writes beside each tar; None when the shard folder holds none."""
+        frames = []
+        for path in sorted(self.shards_dir.rglob("*.parquet")):
+            try:
+                f = pq.ParquetFile(path)
+                if not {"key", "status"} <= set(f.schema_arrow.names):
+                    continue
+                frames.append(f.read(columns=["key", "status"]).to_pandas())
+            except (pa.ArrowException, OSError) as e:
+                raise UserError(f"{path}: not a readable parquet file ({e})") from None
+        if not frames:
+            return None
+        df = pd.concat(frames, ignore_index=True).drop_duplicates("key", keep="last")
+        return pd.Series(df["status"].fillna("").astype(str).to_numpy(), index=df["key"].astype(str))
+
+    def image_check(self) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Which metadata rows have an image in the tars, from tar headers and img2dataset's
+        per-shard parquet only (nothing decoded). Returns (ok per row, reason per row ('' if ok),
+        facts): download_failed (img2dataset's status is not success), tar_missing (no tar for the
+        shard the key names), not_in_tar (the tar has no image member with that key), zero_byte
+        (an empty member). facts: keys_name_shards (tars the unmatched keys point to) and
+        keys_name_present (how many of those exist), to tell wrong keys from missing tars."""
+        idx = self.shard_index()
+        if self._meta is None:
+            self.meta()
+        keys = self._meta["key"].to_numpy()
+        pos = self._key_lookup.get_indexer(keys)
+        found = pos >= 0
+        reason = np.full(len(keys), "", dtype=object)
+        empty = np.zeros(len(keys), dtype=bool)
+        empty[found] = idx["size"].to_numpy()[pos[found]] == 0
+        reason[empty] = "zero_byte"
+        miss = np.flatnonzero(~found)
+        status = self.download_status()
+        if status is not None and len(miss):
+            st = status.reindex(keys[miss]).to_numpy()
+            failed = pd.notna(st) & (st != "success")
+            reason[miss[failed]] = "download_failed"
+            miss = miss[~failed]
+        d = math.ceil(math.log10(self.samples_per_shard))
+        k = pd.Series(keys[miss], dtype=object).astype(str)
+        prefix = k.str.slice(0, -d).where(k.str.fullmatch(r"\d+") & (k.str.len() > d))
+        tars = {p.stem for p in self._shard_paths}
+        has_tar = (prefix.isin(tars) | prefix.isna()).to_numpy()  # a key outside the rule names no tar
+        reason[miss[has_tar]] = "not_in_tar"
+        reason[miss[~has_tar]] = "tar_missing"
+        named = set(prefix.dropna())
+        facts = {"key_from": self.key_from, "keys_name_shards": len(named), "keys_name_present": len(named & tars),
+                 "tars": len(tars)}
+        return reason == "", reason, facts
 
     def load(self, rows: Sequence[int], *, draft_size: int | None = None) -> Iterator[tuple[int, Image.Image | None]]:
         r = _check_rows(rows, len(self))

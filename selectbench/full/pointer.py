@@ -87,8 +87,10 @@ def _part(spec: dict, base: Path):
         paths = pd.read_parquet(base / spec["paths"], columns=["path"])["path"].tolist()
         return PathSource(spec["root"], paths, name=spec.get("name", "files"))
     if kind == "laion":
+        # the key rule's settings travel with the pointer: rows are joined to tars as the pool did
+        rule = {k: spec[k] for k in ("samples_per_shard", "shard_digits") if k in spec}
         src = LaionSource(spec["root"], spec.get("shards"), index_cache=base / spec["index_cache"]
-                          if spec.get("index_cache") else None)
+                          if spec.get("index_cache") else None, **rule)
         src.shard_index()  # build it once here, not concurrently in the decoding threads
         return src
     raise UserError(f"unknown image part kind {kind!r} (expected files or laion)")
