@@ -377,3 +377,17 @@ def test_rgb_training_run_loads_and_predicts(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         train_stage.main(["rgb", "r1"])
     assert "train.in_chans: 1, but data/shards/rgb holds 3-channel images" in capsys.readouterr().err
+
+
+def test_decode_cache_keeps_what_fits_and_serves_it_again():
+    cache = training.DecodeCache(budget=2000)
+    calls = []
+
+    def make(i):
+        calls.append(i)
+        return np.zeros(784, np.uint8), i
+
+    for i in (0, 1, 2, 0, 1, 2):
+        assert cache.get_or(f"k{i}", lambda i=i: make(i))[1] == i
+    assert calls == [0, 1, 2, 2]  # two images fit in 2,000 bytes; the third is decoded each time
+    assert cache.left == 2000 - 2 * 784

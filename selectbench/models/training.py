@@ -139,9 +139,29 @@ def _rank_split(rank: int, world: int):
     return stage
 
 
-def epoch_loader(urls: list[str], cfg: dict, epoch: int, rank: int = 0, world: int = 1):
+class DecodeCache(dict):
+    """Decoded images by sample key, kept across epochs while they fit in `budget` bytes: a small
+    shift is seen ~6 times in 200 steps, and PNG decoding was a fifth of a 28 px step (measured)."""
+
+    def __init__(self, budget: int = 1 << 30):
+        super().__init__()
+        self.left = budget
+
+    def get_or(self, key: str, make):
+        if key in self:
+            return self[key]
+        v = make()
+        if self.left >= v[0].nbytes:
+            self.left -= v[0].nbytes
+            self[key] = v
+        return v
+
+
+def epoch_loader(urls: list[str], cfg: dict, epoch: int, rank: int = 0, world: int = 1,
+                 cache: DecodeCache | None = None):
     """Stream one epoch of uint8 batches [B, C, H, W] + labels: shards shuffled per epoch, a shuffle
-    buffer, decoding in `workers` processes (0: in this one). Augmentation runs on the batch."""
+    buffer, decoding in `workers` processes (0: in this one, through `cache`). Augmentation runs on
+    the batch."""
     import webdataset as wds
     from PIL import Image
 
@@ -151,8 +171,13 @@ def epoch_loader(urls: list[str], cfg: dict, epoch: int, rank: int = 0, world: i
     buf = cfg["shuffle_buffer"]
     mode = "L" if cfg.get("in_chans", 1) == 1 else "RGB"
 
-    def decode(sample):
+    def load(sample):
         return np.asarray(Image.open(io.BytesIO(shards.image_data(sample))).convert(mode)), int(sample["cls"])
+
+    def decode(sample):
+        if cache is None:
+            return load(sample)
+        return cache.get_or(f"{sample['__url__']}/{sample['__key__']}", lambda: load(sample))
 
     def collate(batch):
         imgs = [b[0] for b in batch]
@@ -234,10 +259,11 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
     from tqdm import tqdm
 
     bar = tqdm(total=run.steps, initial=step, desc="train", unit="step", disable=rank != 0, mininterval=2)
+    cache = DecodeCache() if cfg["workers"] == 0 else None  # worker processes would each hold a copy, per epoch
     while step < run.steps:
         batch_in_epoch = 0
         start = step
-        for x, y in epoch_loader(urls, cfg, epoch, rank, world):
+        for x, y in epoch_loader(urls, cfg, epoch, rank, world, cache):
             if batch_in_epoch < skip:  # replay the data stream up to the checkpoint, without compute
                 batch_in_epoch += 1
                 continue
