@@ -118,3 +118,14 @@ def test_replicate_seeds_depend_on_the_name_only():
     seeds = {r: replicate_seed(0, r) for r in ("r1", "r2", "r3")}
     assert len(set(seeds.values())) == 3 and all(0 <= s < 2 ** 31 for s in seeds.values())
     assert replicate_seed(0, "r2") == seeds["r2"] and replicate_seed(1, "r2") != seeds["r2"]
+
+
+def test_inconclusive_says_what_would_decide_it():
+    se = math.sqrt(0.02 ** 2 / 3 + 0.0001)  # replicate sd 0.02 over 3, test-item variance 1e-4
+    iv = stats.Interval(0.03, 0.03 - 4.3 * se, 0.03 + 4.3 * se, 3, 0.02, se, 2.5, True)
+    # half-width 0.03 (the effect) needs sd^2 / ((0.03 / 1.96)^2 - 1e-4) = 2.98 -> at least n + 1 = 4
+    assert stats.verdict(iv, 0.01) == (stats.OPEN, "about 4 replicates at this spread")
+    wide = stats.Interval(0.03, -0.2, 0.26, 3, 0.02, 0.1, 500.0, True)  # test items alone are too wide
+    assert "bigger test set" in stats.verdict(wide, 0.01)[1]
+    boot = stats.Interval(0.6, 0.3, 0.9, 3, 0.1, 0.1, math.inf, True, "bootstrap")
+    assert stats.verdict(boot, 0.0, 0.5)[1].startswith("more shifts")

@@ -18,7 +18,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 from selectbench.evaluation.inputs import MetricInputError, _check_num_classes, _float_array, _int_array, _np, _z
 
@@ -149,6 +148,8 @@ def spearman(a, b) -> float:
     x, y = x[keep], y[keep]
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
+    from scipy import stats
+
     rx, ry = stats.rankdata(x), stats.rankdata(y)
     rx -= rx.mean()
     ry -= ry.mean()

@@ -125,21 +125,25 @@ def verdict(iv: Interval, margin: float, threshold: float = 0.0, greater: bool =
         return HOLDS, ""
     if hi < margin:
         return FAILS, ""
-    need = _replicates_needed(iv, margin)
-    return OPEN, (f"an interval narrower than {margin:g} either side of the effect: about {need} replicates "
-                  "at this spread" if need else "a bigger test set or more shifts (more replicates cannot narrow it enough)")
+    if not math.isfinite(iv.df):  # a bootstrap over shifts: more replicates barely narrow it
+        return OPEN, "more shifts (the interval is over shifts)"
+    e = (iv.mean - threshold) if greater else (threshold - iv.mean)
+    need = _replicates_needed(iv, max(e, margin - e))
+    return OPEN, (f"about {need} replicates at this spread" if need else
+                  "a bigger test set (the test-item part of the interval alone is too wide)")
 
 
-def _replicates_needed(iv: Interval, margin: float) -> int | None:
-    """Replicates at which the replicate part of the half-width would fall below margin / 2, or
-    None when more replicates cannot get there (the item part alone is too wide)."""
-    if not math.isfinite(iv.sd) or iv.sd == 0 or not math.isfinite(iv.df):  # df inf: zero variance or bootstrap
+def _replicates_needed(iv: Interval, half: float) -> int | None:
+    """Replicates at which the interval's half-width (normal approximation) would fall to `half`,
+    where the verdict would be decided at the present effect; None when the test-item part alone
+    is wider than that."""
+    if not math.isfinite(iv.sd) or iv.sd == 0:
         return None
     v_item = max(iv.se ** 2 - iv.sd ** 2 / iv.n, 0.0)
-    target = (margin / 2 / 1.96) ** 2 - v_item
+    target = (half / 1.96) ** 2 - v_item
     if target <= 0:
         return None
-    return int(math.ceil(iv.sd ** 2 / target))
+    return max(iv.n + 1, int(math.ceil(iv.sd ** 2 / target)))
 
 
 def combine(verdicts: list[str]) -> str:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from selectbench.evaluation import quality as M
-from selectbench.models.training import model_input, predict
+from selectbench.models.training import CL, model_input, predict
 
 
 # --- synthetic distribution shift (ImageNet-C analogue; the set itself: selectbench.corruptions) --
@@ -57,7 +57,7 @@ def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, t
     dev = next(model.parameters()).device
     m = copy.deepcopy(model)
     m.reset_classifier(num_classes)
-    m.to(dev).train()
+    m.to(dev, memory_format=CL).train()
     opt = torch.optim.SGD(m.parameters(), lr=cfg["lr"], momentum=0.9, weight_decay=0.0)
     steps = cfg["steps"]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(steps * 0.5), int(steps * 0.75)], gamma=0.1)
@@ -67,7 +67,7 @@ def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, t
     y_all = torch.as_tensor(train_y, dtype=torch.long)
     for _ in range(steps):
         idx = torch.randint(0, len(x_all), (cfg["batch_size"],), generator=gen)
-        loss = F.cross_entropy(m(x_all[idx].to(dev)), y_all[idx].to(dev))
+        loss = F.cross_entropy(m(x_all[idx].to(dev, memory_format=CL)), y_all[idx].to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
