@@ -58,6 +58,8 @@ def test_clear_gaps_hold():
     e = f["img2img beats txt2img"]
     assert e["evidence"].startswith("la_img2img - la_txt2img: +0.200 [") and e["replicates"] == 3
     assert e["interval"][0] > 0 and e["rule"].startswith("paired difference")
+    # effect and interval of a claim in parts are those of its deciding (lowest) part
+    assert e["effect"] == pytest.approx(0.2, abs=0.005) and e["interval"][0] < 0.2
     # rebalancing needs la_txt2img_balanced: missing, so it cannot be decided
     assert f["Rebalancing a skewed shift"]["verdict"] == stats.OPEN
 
@@ -151,3 +153,12 @@ def test_flat_table_has_a_row_per_replicate_and_keeps_missing_ones():
     assert t.loc[("in", "r1"), "cost.train_r1.wall_s"] == 3.0 and np.isnan(t.loc[("in", "r1"), "cost.train_r2.wall_s"])
     assert t.loc[("in", "r2"), "cost.curate.wall_s"] == 1.5
     assert t.loc[("in", "r3"), "status"] == "missing" and t.loc[("in", "r1"), "data.quality.cmmd"] == 0.1
+
+
+def test_a_claim_in_parts_reports_the_part_that_decides_it():
+    sh = {"in": _shift("in", [0.80, 0.80, 0.80], seed=1),
+          "la_img2img": _shift("la_img2img", [0.77, 0.775, 0.77], seed=2),       # close but clearly below
+          "sd_img2img": _shift("sd_img2img", [0.60, 0.78, 0.70], seed=3)}        # far below on average, noisy
+    f = _found(sh)["Expert curation"]
+    assert f["verdict"] == stats.OPEN
+    assert f["effect"] == pytest.approx(0.1, abs=0.005) and f["interval"][0] < 0  # sd_img2img's part, not the closest mean

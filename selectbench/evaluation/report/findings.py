@@ -53,7 +53,8 @@ def _diff_claim(claim, parts, dec):
     vs = [stats.verdict(iv, dec.margin) for iv, _ in parts]
     v = stats.combine([x for x, _ in vs])
     decide = "; ".join(sorted({d for x, d in vs if x == stats.OPEN and d}))
-    worst = min(parts, key=lambda p: p[0].mean)[0]
+    # The part that decides the verdict: the lowest interval (a claim holds only if even it is above 0).
+    worst = min(parts, key=lambda p: p[0].lo if p[0].complete else -np.inf)[0]
     return _record(claim, v, decide, worst.mean, worst, rule, "; ".join(e for _, e in parts))
 
 
