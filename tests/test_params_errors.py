@@ -57,5 +57,5 @@ def test_train_param_errors(tmp_path, monkeypatch, capsys):
 
     _params(tmp_path, lambda p: p["train"].update(class_weighting="sqrt"))
     monkeypatch.chdir(tmp_path)
-    line = _run(train.main, ["in"], capsys)
+    line = _run(train.main, ["in", "r1"], capsys)
     assert "train.class_weighting" in line and "inverse_frequency" in line
