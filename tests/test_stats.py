@@ -24,6 +24,8 @@ def test_replicates_and_items_combine_by_welch_satterthwaite():
     assert iv.mean == pytest.approx(0.625)
     assert iv.se == pytest.approx(math.sqrt(0.015625 + 0.0572917), rel=1e-5)
     assert iv.df == pytest.approx(0.0729167 ** 2 / (0.015625 ** 2 / 1 + 0.0572917 ** 2 / 3), rel=1e-4)
+    assert iv.item_half == pytest.approx(3.182446 * math.sqrt(0.0572917), rel=1e-5)  # t(0.975, 4 - 1 strata)
+    assert math.isnan(stats.interval(np.array([[1.0], [2.0]]), items=False).item_half)
 
 
 def test_strata_weigh_equally():
@@ -41,6 +43,7 @@ def test_one_replicate_is_a_stated_fallback_never_a_verdict():
     assert not iv.complete and "1 replicate" in iv.note
     assert iv.se == pytest.approx(0.25) and iv.df == 3  # the test items alone: var 0.25 / 4 items
     assert iv.hi - iv.mean == pytest.approx(3.182446 * 0.25, abs=1e-5)
+    assert iv.item_half == pytest.approx(iv.hi - iv.mean, abs=1e-9)
     assert stats.verdict(iv, 0.01) == (stats.OPEN, "at least 2 replicates (the seed variance is unknown with 1)")
     bare = stats.interval(np.array([[0.7]]), items=False)
     assert not bare.complete and math.isnan(bare.lo) and bare.record()["lo"] is None

@@ -33,6 +33,7 @@ class Interval:
     df: float
     complete: bool    # False: the replicate variance is unknown (n = 1), the interval covers items only
     note: str = ""
+    item_half: float = math.nan  # half-width from sampling the test items alone (same confidence)
 
     def record(self, digits: int = 4) -> dict:
         def r(v):
@@ -83,6 +84,7 @@ def interval(scores: np.ndarray, strata: np.ndarray | None = None, confidence: f
     vals = stratified_means(scores, strata)
     n, mean = len(vals), float(vals.mean())
     v_item, df_item = _item_variance(scores, strata) if items else (0.0, math.inf)
+    item_half = float(sps.t.ppf(0.5 + confidence / 2, df_item) * math.sqrt(v_item)) if items else math.nan
     if n == 1:
         # Stated fallback: the seed variance is unknown, so no verdict may rest on this interval.
         if v_item == 0:
@@ -91,17 +93,17 @@ def interval(scores: np.ndarray, strata: np.ndarray | None = None, confidence: f
         se = math.sqrt(v_item)
         t = sps.t.ppf(0.5 + confidence / 2, df_item)
         return Interval(mean, mean - t * se, mean + t * se, 1, math.nan, se, df_item, False,
-                        "1 replicate: interval covers test items only, not seeds")
+                        "1 replicate: interval covers test items only, not seeds", item_half)
     sd = float(vals.std(ddof=1))
     v_rep = sd ** 2 / n
     var = v_rep + v_item
     if var == 0:
-        return Interval(mean, mean, mean, n, 0.0, 0.0, math.inf, True, "zero variance")
+        return Interval(mean, mean, mean, n, 0.0, 0.0, math.inf, True, "zero variance", item_half)
     den = (v_rep ** 2 / (n - 1) if v_rep else 0.0) + (v_item ** 2 / df_item if v_item else 0.0)
     df = var ** 2 / den
     se = math.sqrt(var)
     t = sps.t.ppf(0.5 + confidence / 2, df)
-    return Interval(mean, mean - t * se, mean + t * se, n, sd, se, df, True)
+    return Interval(mean, mean - t * se, mean + t * se, n, sd, se, df, True, "", item_half)
 
 
 def paired(a: np.ndarray, b: np.ndarray, strata: np.ndarray | None = None, confidence: float = 0.95,

@@ -165,7 +165,8 @@ def _figures(out: Path, runs: dict, ivs: dict, util, data, tail: int, classes: l
 
 
 def summary(runs: dict, ivs: dict) -> dict:
-    """shift -> metric -> mean, interval, n, spread and the per-replicate values (DVC metrics)."""
+    """shift -> metric -> mean, interval, n, spread between replicates, the half-width the test-set
+    sampling alone gives (`item_half`, a proportion's sampling interval) and the per-replicate values."""
     out = {}
     for s, sh in runs.items():
         out[s] = {}
@@ -176,7 +177,7 @@ def summary(runs: dict, ivs: dict) -> dict:
                 continue
             sc = sh.scores(m)
             per = stats.stratified_means(*sc) if sc is not None else []
-            out[s][m] = {**{k: v for k, v in iv.record().items() if k in ("mean", "lo", "hi", "n", "sd")},
+            out[s][m] = {**{k: v for k, v in iv.record().items() if k in ("mean", "lo", "hi", "n", "sd", "item_half")},
                          "replicates": {r: round(float(v), 4) for r, v in zip(sh.trained, per)}}
     return out
 
@@ -252,10 +253,11 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
 def _floor_md(floor) -> str:
     if floor.empty:
         return "(needs `in` and one other trained shift)"
-    rows = ["| metric | sd between `in`'s replicates | `in` ± | weakest shift | range `in` to weakest | "
-            "paired ± | range / paired ± |", "|---|---|---|---|---|---|---|"]
+    rows = ["| metric | sd between `in`'s replicates | `in` ± | of which test items alone ± | weakest shift | "
+            "range `in` to weakest | paired ± | range / paired ± |", "|---|---|---|---|---|---|---|---|"]
     for m, r in floor.iterrows():
         rows.append(f"| {r['label']} | {tables._fmt(r['in_sd_between_replicates'])} | {tables._fmt(r['in_half_width'])} | "
+                    f"{tables._fmt(r['in_test_items_half_width'])} | "
                     f"{r['weakest']} | {tables._fmt(r['range_in_to_weakest'])} | {tables._fmt(r['paired_half_width'])} | "
                     f"{tables._fmt(r['range_over_half_width'], 1)} |")
     return "\n".join(rows)

@@ -124,7 +124,8 @@ def noise_floor(runs: dict[str, Shift], ivs: dict, confidence: float) -> pd.Data
         half = d.half() if d is not None else np.nan
         rng = abs(have["in"].mean - have[weakest].mean)
         rows.append({"metric": m, "label": label, "in_sd_between_replicates": have["in"].sd,
-                     "in_half_width": have["in"].half(), "weakest": weakest, "range_in_to_weakest": rng,
+                     "in_half_width": have["in"].half(), "in_test_items_half_width": have["in"].item_half,
+                     "weakest": weakest, "range_in_to_weakest": rng,
                      "paired_half_width": half, "range_over_half_width": rng / half if half and half > 0 else np.nan})
     return pd.DataFrame(rows).set_index("metric") if rows else pd.DataFrame()
 
