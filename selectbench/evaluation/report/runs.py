@@ -49,9 +49,9 @@ class Shift:
                if m is None or m.get("status") != "ok"}
         return "ok" if not bad else "; ".join(f"{r}: {s}" for r, s in bad.items())
 
-    def scores(self, metric: str) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """([R, N] item scores over the trained replicates, strata [N] or None), or None."""
-        reps = self.trained
+    def scores(self, metric: str, reps: list[str] | None = None) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """([R, N] item scores over `reps` (default: the trained replicates), strata [N] or None), or None."""
+        reps = self.trained if reps is None else reps
         if not reps:
             return None
         rows, strata = [], None

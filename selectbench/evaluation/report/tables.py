@@ -82,8 +82,7 @@ def paired(a: Shift, b: Shift, metric: str, confidence: float) -> stats.Interval
     reps = [r for r in a.trained if r in b.trained]
     if not reps:
         return None
-    sa = Shift(a.name, a.data, {r: a.evals[r] for r in reps}, a.items).scores(metric)
-    sb = Shift(b.name, b.data, {r: b.evals[r] for r in reps}, b.items).scores(metric)
+    sa, sb = a.scores(metric, reps), b.scores(metric, reps)
     if sa is None or sb is None or sa[0].shape != sb[0].shape:
         return None
     return stats.paired(sa[0], sb[0], sa[1], confidence)
