@@ -99,3 +99,14 @@ def test_profiles_do_not_import_each_other():
 def test_stage_modules_are_named_as_their_stages():
     for name, st in _stages():
         assert st["cmd"].split()[2] == f"stages.{name}", name
+
+
+def test_lock_holds_only_defined_stages():
+    """DVC keeps a renamed stage's entry in dvc.lock; a stale entry makes every lock rewrite (one per
+    stage run) slower, so it is pruned rather than left behind."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        defined = {s.addressing for s in repo.index.stages}
+    locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
+    assert locked <= defined, sorted(locked - defined)
