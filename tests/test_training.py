@@ -15,7 +15,7 @@ from selectbench.core.errors import UserError
 from selectbench.models import checkpoint, training
 
 CFG = {"model": "test_resnet", "img_size": 32, "budget": "steps", "epochs": 1, "steps": 12, "batch_size": 16,
-       "opt": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 2e-5, "sched": "cosine", "warmup_epochs": 1,
+       "opt": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 2e-5, "sched": "cosine", "warmup_epochs": 1, "warmup_steps": 2,
        "min_lr": 0.0, "mixup": 0.2, "cutmix": 1.0, "label_smoothing": 0.1, "scale": [0.6, 1.0], "hflip": 0.5,
        "class_weighting": "none", "effective_beta": 0.999, "shuffle_buffer": 50, "workers": 1, "ckpt_every": 5,
        "seed": 0, "nproc": 1}
@@ -391,3 +391,38 @@ def test_decode_cache_keeps_what_fits_and_serves_it_again():
         assert cache.get_or(f"k{i}", lambda i=i: make(i))[1] == i
     assert calls == [0, 1, 2, 2]  # two images fit in 2,000 bytes; the third is decoded each time
     assert cache.left == 2000 - 2 * 784
+
+
+# ------------------------------------------------------------------------------ one recipe
+def test_step_budget_gives_every_shift_the_same_learning_rate_curve():
+    """Shifts of 500 to 5,399 images (the default's extremes) and one smaller than a batch: with a
+    step budget, warm-up and cosine horizon are in steps, so the curves are identical."""
+    cfg = {**CFG, "steps": 200, "batch_size": 64, "lr": 0.1, "warmup_steps": 20}
+    curves = [training.lr_curve(cfg, n) for n in (40, 500, 2000, 5399)]
+    for c in curves[1:]:
+        assert c == curves[0]
+    c = np.array(curves[0])
+    assert len(c) == 200
+    # timm's cosine spans the whole budget, warm-up included: it takes over at step 20 of 200.
+    assert c.argmax() == 20 and c[20] == pytest.approx(0.05 * (1 + np.cos(np.pi * 20 / 200)))
+    assert c[0] == pytest.approx(0.1 * 1e-3)
+    assert (np.diff(c[:21]) > 0).all() and (np.diff(c[20:]) <= 0).all()
+    assert c[-1] < 0.1 * 1e-3
+
+
+def test_epoch_budget_scales_with_the_dataset():
+    """SELECT's recipe: epochs, so a bigger shift gets more updates and a longer warm-up."""
+    cfg = {**CFG, "budget": "epochs", "epochs": 3, "batch_size": 10, "warmup_epochs": 1}
+    small, big = training.lr_curve(cfg, 100), training.lr_curve(cfg, 300)
+    assert (len(small), len(big)) == (30, 90)
+    # The peak is warm-up's last update: one epoch, 10 updates for the small set, 30 for the big one.
+    assert int(np.argmax(small)) == 9 and int(np.argmax(big)) == 29
+
+
+def test_warmup_steps_is_validated():
+    with pytest.raises(UserError, match="train.warmup_steps"):
+        training.check_config({**CFG, "warmup_steps": -1})
+    cfg = dict(CFG)
+    del cfg["warmup_steps"]
+    with pytest.raises(UserError, match="train.warmup_steps"):
+        training.check_config(cfg)

@@ -31,7 +31,7 @@ RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, ti
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's convert("L")
 WEIGHTINGS = ("none", "inverse_frequency", "effective_number")
 KEYS = ("model", "img_size", "budget", "epochs", "steps", "batch_size", "opt", "lr", "momentum",
-        "weight_decay", "sched", "warmup_epochs", "min_lr", "mixup", "cutmix", "label_smoothing",
+        "weight_decay", "sched", "warmup_epochs", "warmup_steps", "min_lr", "mixup", "cutmix", "label_smoothing",
         "scale", "hflip", "class_weighting", "effective_beta", "shuffle_buffer", "workers",
         "ckpt_every", "seed", "nproc")
 OPTIONAL = ("in_chans",)
@@ -58,7 +58,7 @@ def check_config(cfg: dict) -> dict:
     chans = cfg.get("in_chans", 1)
     if type(chans) is not int or chans not in (1, 3):
         raise fail("train.in_chans", f"expected 1 (grey) or 3 (RGB), got {chans!r}")
-    ints = {"img_size": 8, "batch_size": 1, "epochs": 0, "steps": 0, "shuffle_buffer": 1, "workers": 0,
+    ints = {"img_size": 8, "batch_size": 1, "epochs": 0, "steps": 0, "warmup_steps": 0, "shuffle_buffer": 1, "workers": 0,
             "ckpt_every": 0, "nproc": 1, "seed": None}
     for k, lo in ints.items():
         v = cfg[k]
@@ -118,6 +118,35 @@ def plan(cfg: dict, samples: int, world: int = 1) -> Run:
     steps_per_epoch = max(1, -(-per_rank // cfg["batch_size"]))
     steps = cfg["epochs"] * steps_per_epoch if cfg["budget"] == "epochs" else cfg["steps"]
     return Run(steps=steps, steps_per_epoch=steps_per_epoch, samples=samples)
+
+
+def make_scheduler(optimizer, cfg: dict, run: Run):
+    """The learning-rate schedule, stepped once per update. One recipe for every shift: with a step
+    budget, warm-up (`warmup_steps`) and the cosine horizon (`steps`) are counted in steps, so the
+    curve is the same whatever a shift's size; with an epoch budget (SELECT's), both are in epochs
+    (`warmup_epochs`, `epochs`) and scale with the dataset, as SELECT's did."""
+    from timm.scheduler import create_scheduler_v2
+
+    if cfg["budget"] == "steps":
+        units, warmup, per_unit = run.steps, cfg["warmup_steps"], 1
+    else:
+        units, warmup, per_unit = max(1, math.ceil(run.steps / run.steps_per_epoch)), cfg["warmup_epochs"], run.steps_per_epoch
+    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg["sched"], num_epochs=units, warmup_epochs=warmup,
+                                       min_lr=cfg["min_lr"], warmup_lr=cfg["lr"] * 1e-3, step_on_epochs=False,
+                                       updates_per_epoch=per_unit)
+    return scheduler
+
+
+def lr_curve(cfg: dict, samples: int, world: int = 1) -> list[float]:
+    """The learning rate of each of a run's updates, as train() applies it."""
+    run = plan(cfg, samples, world)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg["lr"])
+    sched = make_scheduler(opt, cfg, run)
+    out = []
+    for step in range(run.steps):
+        out.append(opt.param_groups[0]["lr"])
+        sched.step_update(step + 1)
+    return out
 
 
 def norm_stats(in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -217,7 +246,6 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
     import timm
     from timm.data import Mixup
     from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
 
     flush_denormal()
     # One core per data worker, the rest to compute: oversubscribed OpenMP threads spin-wait,
@@ -232,11 +260,7 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
                               in_chans=cfg.get("in_chans", 1)).to(dev, memory_format=CL)
     optimizer = create_optimizer_v2(model, opt=cfg["opt"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                     momentum=cfg["momentum"])
-    n_epochs = max(1, math.ceil(run.steps / run.steps_per_epoch))
-    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg["sched"], num_epochs=n_epochs,
-                                       warmup_epochs=cfg["warmup_epochs"], min_lr=cfg["min_lr"],
-                                       warmup_lr=cfg["lr"] * 1e-3, step_on_epochs=False,
-                                       updates_per_epoch=run.steps_per_epoch)
+    scheduler = make_scheduler(optimizer, cfg, run)
     mixup = None
     if cfg["mixup"] > 0 or cfg["cutmix"] > 0:
         mixup = Mixup(mixup_alpha=cfg["mixup"], cutmix_alpha=cfg["cutmix"], label_smoothing=cfg["label_smoothing"],
