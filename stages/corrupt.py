@@ -1,4 +1,4 @@
-"""corrupt: the ImageNet-C analogue, built once from a fixed test subset and shared by all shifts."""
+"""corrupt: the ImageNet-C analogue, built once from the test set (its own images per cell) and shared by all shifts."""
 import argparse
 from pathlib import Path
 
@@ -27,9 +27,11 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "corrupted.npz", images=images, labels=labels, corruption=cidx, severity=sev, test_rows=pick)
-    write_json(out / "summary.json", {"corruptions": names, "severities": 5, "per_cell": int(len(pick)),
-                                      "images": int(len(images))})
-    print(f"corrupt: {len(names)} corruptions x 5 severities x {len(pick)} images = {len(images)}")
+    per_cell, distinct = len(pick) // (len(names) * 5), len(np.unique(pick))
+    write_json(out / "summary.json", {"corruptions": names, "severities": 5, "per_cell": per_cell,
+                                      "images": int(len(images)), "distinct_test_images": distinct})
+    print(f"corrupt: {len(names)} corruptions x 5 severities x {per_cell} images = {len(images)} "
+          f"({distinct} distinct test images)")
 
 
 if __name__ == "__main__":

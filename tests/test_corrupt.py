@@ -32,7 +32,7 @@ def test_two_runs_give_identical_arrays_with_any_worker_count(images):
     for x, y in zip(a[:4] + a[5:], b[:4] + b[5:]):
         np.testing.assert_array_equal(x, y)
     # The seeded corruptions still corrupt: every cell differs from the clean images.
-    clean = np.tile(images[a[5]], (len(names) * 5, 1, 1))
+    clean = images[a[5]]
     for c, n in enumerate(names):
         if n in ("impulse_noise", "glass_blur"):
             assert (a[0][a[2] == c] != clean[a[2] == c]).any(), n
@@ -47,5 +47,24 @@ def test_rgb_images_keep_their_shape_and_are_repeatable():
     assert a[0].shape == (15 * 5 * 2, 32, 40, 3) and a[0].dtype == np.uint8
     for x, y in zip(a[:4] + a[5:], b[:4] + b[5:]):
         np.testing.assert_array_equal(x, y)
-    clean = np.tile(rgb[a[5]], (15 * 5, 1, 1, 1))
+    clean = rgb[a[5]]
     assert all((a[0][a[2] == c] != clean[a[2] == c]).any() for c in range(15))
+
+
+def test_cells_draw_distinct_images_while_the_test_set_allows():
+    from selectbench.evaluation.corruptions import cell_rows
+
+    rows = cell_rows(1000, 10, 75, seed=0)
+    assert rows.shape == (75, 10) and len(np.unique(rows)) == 750
+    assert (np.diff(rows, axis=1) > 0).all()
+    small = cell_rows(50, 10, 75, seed=0)           # 750 > 50: each cell its own draw without repeats
+    assert small.shape == (75, 10) and all(len(set(r)) == 10 for r in small.tolist())
+    assert cell_rows(1000, 10, 75, 0).tolist() == rows.tolist()
+    assert cell_rows(5, 10, 3, 0).shape == (3, 5)   # n capped at the test set
+
+
+def test_labels_follow_their_images(images):
+    labels = np.arange(len(images)) % 10
+    out = corrupted_set(images[:20], labels[:20], 2, seed=1, workers=1)
+    np.testing.assert_array_equal(out[1], labels[out[5]])
+    assert len(out[0]) == len(out[5]) == 150

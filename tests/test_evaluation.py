@@ -1,5 +1,6 @@
 """selectbench.evaluation: the natural-shift scoring protocol (known answers)."""
 import numpy as np
+import pytest
 
 from selectbench.evaluation.utility import natural_predictions
 
@@ -27,3 +28,15 @@ def test_a_label_outside_the_scored_classes_is_an_error():
 
     with pytest.raises(ValueError, match="not among its scored classes"):
         natural_predictions(np.zeros((1, 3)), np.array([0]), np.array(["imagenet_a"]), {"imagenet_a": [1, 2]})
+
+
+def test_ssl_k_must_stay_below_the_bank():
+    from selectbench.core.errors import UserError
+    from selectbench.evaluation.describe import ssl_settings
+
+    ok = {"evaluate": {"ssl_shots": [5, 10], "ssl_k": [5, 10, 20]}}
+    assert ssl_settings(ok, 10) == ([5, 10], [5, 10, 20])
+    with pytest.raises(UserError, match=r"evaluate.ssl_k: k = 50 is not below the smallest bank \(5 shots x 10"):
+        ssl_settings({"evaluate": {"ssl_shots": [5, 10], "ssl_k": [10, 50]}}, 10)
+    with pytest.raises(UserError, match="evaluate.ssl_shots"):
+        ssl_settings({"evaluate": {"ssl_shots": [], "ssl_k": [5]}}, 10)

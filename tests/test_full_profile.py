@@ -38,6 +38,7 @@ def project(world, tmp_path_factory):
 
     p = _merge(tiny_params(ROOT / "params.yaml", shifts=SHIFTS), world.overrides)
     p["shifts"]["hkm"].update(n=20, levels=[4, 2], prefilter_clusters=4)
+    p["evaluate"]["ssl_k"] = [5, 10]  # 4 classes: a 5-shot bank holds 20, and k must stay below it
     p["replicates"] = ["r1"]  # also runs the report's one-replicate path (no interval, verdicts inconclusive)
     d = tmp_path_factory.mktemp("full")
     make_project(d, p)

@@ -278,6 +278,38 @@ def test_mmd_property_chunking_symmetry_and_shift():
     assert shifts[0] > 0 and all(a < b for a, b in zip(shifts, shifts[1:]))
 
 
+def test_unbiased_mmd_known_answer_and_edges():
+    # x = {0, 2}, y = {1, 3}, sigma = 1: within-set means leave the diagonal out.
+    e = math.exp
+    kxy = (3 * e(-0.5) + e(-4.5)) / 4
+    got = quality.mmd_rbf([[0.0], [2.0]], [[1.0], [3.0]], sigma=1.0, scale=1.0, unbiased=True)
+    assert got == approx(e(-2) + e(-2) - 2 * kxy)
+    assert got < 0  # an unbiased estimate can fall below 0
+    assert math.isnan(quality.mmd_rbf([[0.0], [2.0]], [[1.0]], unbiased=True))  # n = 1: undefined
+
+
+def test_unbiased_mmd_is_zero_on_average_for_one_distribution():
+    """Two samples of one distribution: the V-statistic is positive every time, the U-statistic
+    averages to 0 (the floor the report shows beside CMMD)."""
+    rng = np.random.default_rng(3)
+    v, u = [], []
+    for _ in range(40):
+        x, y = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+        v.append(quality.mmd_rbf(x, y, sigma=2.0, scale=1.0))
+        u.append(quality.mmd_rbf(x, y, sigma=2.0, scale=1.0, unbiased=True))
+    assert min(v) > 0
+    assert abs(np.mean(u)) < 3 * np.std(u) / math.sqrt(len(u))
+    assert np.mean(v) > 10 * abs(np.mean(u))
+
+
+def test_median_bandwidth():
+    assert quality.median_bandwidth([[0.0], [1.0], [3.0]]) == approx(2.0)   # distances 1, 3, 2
+    assert quality.median_bandwidth([[0.0, 0.0], [3.0, 4.0]]) == approx(5.0)
+    assert math.isnan(quality.median_bandwidth([[1.0, 2.0]]))
+    big = np.random.default_rng(0).normal(size=(3000, 8))
+    assert quality.median_bandwidth(big, max_items=500) == approx(4.0, rel=0.1)  # sqrt(2 * 8)
+
+
 # --------------------------------------------------------------------------- clip_score
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.project import ALWAYS, DVC, UP_TO_DATE, GIT, ROOT, inside, make_project
+from tests.project import ALWAYS, DVC, GIT, ROOT, UP_TO_DATE, inside, make_project
 from tests.tiny import tiny_params, write
 
 pytestmark = [pytest.mark.integration,

@@ -162,3 +162,66 @@ def test_a_claim_in_parts_reports_the_part_that_decides_it():
     f = _found(sh)["Expert curation"]
     assert f["verdict"] == stats.OPEN
     assert f["effect"] == pytest.approx(0.8 - 2.08 / 3, abs=1e-3) and f["interval"][0] < 0  # sd_img2img's part, not the closest mean
+
+
+# ------------------------------------------------------------------------------ controls
+def _control(name, accs, seed):
+    sh = _shift(name, accs, seed=seed)
+    sh.data["dataset"]["labels_shuffled"] = True
+    return sh
+
+
+def _checks(sh):
+    return {c["control"]: c for c in findings.controls(sh, DEC, len(CLASSES))}
+
+
+def test_controls_pass_and_the_negative_control_is_never_a_rival():
+    sh = {"in": _shift("in", [0.80, 0.81, 0.80], seed=1),
+          "in_q25": _shift("in_q25", [0.70, 0.71, 0.70], seed=2),
+          "in_shuffled": _control("in_shuffled", [0.100, 0.100, 0.100], seed=3),
+          "la_img2img": _shift("la_img2img", [0.60, 0.60, 0.61], seed=4)}
+    c = _checks(sh)
+    assert c["positive"]["verdict"] == stats.HOLDS and c["positive"]["claim"].startswith("Positive control: in beats")
+    assert c["negative"]["verdict"] == stats.HOLDS and c["negative"]["effect"] == pytest.approx(0.1)
+    # the control is the weakest shift by far, but it is not a rival: not in findings, floor or marks
+    f = _found(sh)
+    assert "in_shuffled" not in f["Expert curation"]["evidence"]
+    ivs = tables.intervals(sh, 0.95)
+    assert tables.noise_floor(sh, ivs, 0.95).loc["top1", "weakest"] == "la_img2img"
+    assert tables.best_marks(sh, ivs, 0.95)["top1"]["best"] == "in"
+
+
+def test_controls_that_fail_say_so():
+    sh = {"in": _shift("in", [0.70, 0.71, 0.70], seed=1),
+          "in_q25": _shift("in_q25", [0.74, 0.75, 0.74], seed=2),       # less data scores higher
+          "in_shuffled": _control("in_shuffled", [0.30, 0.31, 0.30], seed=3)}  # learns without labels
+    c = _checks(sh)
+    assert c["positive"]["verdict"] == stats.FAILS
+    assert c["negative"]["verdict"] == stats.FAILS
+    from selectbench.evaluation.report.build import _controls_md
+    text = "\n".join(_controls_md(list(c.values()), DEC))
+    assert "cannot rank curation strategies" in text and "without label information" in text
+
+
+def test_no_controls_is_stated():
+    from selectbench.evaluation.report.build import _controls_md
+    assert findings.controls({"in": _shift("in", [0.7, 0.7, 0.71])}, DEC, 10) == []
+    assert "nothing shows that the harness can see data" in _controls_md([], DEC)[0]
+
+
+def test_negative_control_with_one_replicate_is_inconclusive():
+    sh = {"in_shuffled": _control("in_shuffled", [0.1], seed=3)}
+    assert _checks(sh)["negative"]["verdict"] == stats.OPEN
+
+
+def test_near_copy_rule():
+    from selectbench.evaluation.report.build import _copies_md, near_copies
+
+    assert near_copies({"rms_own": 40.0, "rms_same_class": 72.0}, 0.1) is True
+    assert near_copies({"rms_own": 70.0, "rms_same_class": 72.0}, 0.1) is False
+    assert near_copies({"rms_own": 64.0, "rms_same_class": 72.0}, 0.1) is True      # 64 < 64.8
+    assert near_copies({"rms_own": float("nan"), "rms_same_class": 72.0}, 0.1) is None
+    sh = _shift("sd_img2img", [0.5, 0.5, 0.51])
+    sh.data["dataset"]["near_copy"] = {"rms_own": 40.0, "rms_same_class": 72.0, "items": 10}
+    text = "\n".join(_copies_md({"sd_img2img": sh}, 0.1))
+    assert "| sd_img2img | 40.0 | 72.0 | **yes** |" in text

@@ -94,6 +94,18 @@ def test_verdict_rule():
     assert stats.verdict(_iv(-0.8, -0.2), 0.0, -0.5, greater=False)[0] == stats.OPEN
 
 
+def test_equivalence_rule():
+    """A negative control at chance 0.1 within 0.01: inside the band holds, wholly outside fails."""
+    assert stats.equivalent(_iv(0.095, 0.105), 0.1, 0.01)[0] == stats.HOLDS
+    assert stats.equivalent(_iv(0.115, 0.13), 0.1, 0.01)[0] == stats.FAILS   # learned something: a leak
+    assert stats.equivalent(_iv(0.05, 0.085), 0.1, 0.01)[0] == stats.FAILS   # systematically below chance
+    v, decide = stats.equivalent(_iv(0.095, 0.12), 0.1, 0.01)
+    assert v == stats.OPEN and decide
+    assert stats.equivalent(_iv(0.1, 0.1), 0.1, 0.0)[0] == stats.OPEN        # zero band: never inside
+    one = stats.interval(np.array([[1.0, 0.0]]))
+    assert stats.equivalent(one, 0.5, 0.1)[0] == stats.OPEN                 # n = 1: no verdict
+
+
 def test_combine():
     H, F, O = stats.HOLDS, stats.FAILS, stats.OPEN
     assert stats.combine([H, H]) == H

@@ -10,6 +10,7 @@ from selectbench.core.io import read_json
 from selectbench.core.params import Section
 from selectbench.curation.context import Context, Curated
 from selectbench.curation.search import query_rows, shift_index
+from selectbench.evaluation.copies import near_copy
 
 
 def _generate(ctx: Context, cfg: Section, prompts: list[str], init: np.ndarray | None = None) -> np.ndarray:
@@ -61,4 +62,7 @@ def curate_sd_img2img(ctx: Context, cfg: Section) -> Curated:
     rows = np.arange(len(q))
     idx = shift_index(ctx, "generated", rows, labels, np.ones(len(rows)))
     idx["condition"] = [f"{ctx.base_name}_train:{r}" for r in q]
-    return Curated(idx, images=images, stats={"generated": int(len(rows))})
+    base_labels = np.full(len(ctx.train["labels"]), -1)  # "another image of its class" comes from the base rows
+    base_labels[ctx.base_rows] = ctx.train["labels"][ctx.base_rows]
+    copy = near_copy(images, ctx.train_images, np.asarray(q), labels, base_labels, cfg.get("seed", int))
+    return Curated(idx, images=images, stats={"generated": int(len(rows)), "near_copy": copy})

@@ -9,6 +9,7 @@ import numpy as np
 
 from selectbench.core.errors import fail
 from selectbench.core.params import Section, get
+from selectbench.curation.budget import match_budget, shuffle_labels
 from selectbench.curation.context import Context, Curated, embeddings_of
 from selectbench.curation.generated import curate_sd_img2img, curate_sd_txt2img
 from selectbench.curation.search import (
@@ -53,6 +54,20 @@ def run(ctx: Context, key: str) -> Curated:
     cur = STRATEGIES[strategy](ctx, cfg)
     if cfg.opt("rebalance"):
         cur = rebalance(ctx, cur, cfg.sub("rebalance"))
+    # Every shift at the same size (curation.images), before the data-quantity fraction below.
+    budget = cfg.shared("curation.images", (int, type(None)))
+    if budget is not None:
+        if budget < 1:
+            raise fail("curation.images", f"must be >= 1 or null, got {budget}")
+        rows = match_budget(cur.index["label"].to_numpy(), budget, cfg.shared("curation.seed", int))
+        cur = Curated(cur.index.iloc[rows].reset_index(drop=True), cur.images,
+                      {**cur.stats, "image_budget": budget, "matched_from": int(len(cur.index))})
+    if cfg.opt("shuffle_labels"):  # the negative control: the same images, labels permuted
+        if not isinstance(cfg.opt("shuffle_labels"), bool):
+            raise fail(f"shifts.{key}.shuffle_labels", f"expected true or false, got {cfg.opt('shuffle_labels')!r}")
+        idx = cur.index.copy()
+        idx["label"] = shuffle_labels(idx["label"].to_numpy(), cfg.shared("curation.seed", int))
+        cur = Curated(idx, cur.images, {**cur.stats, "labels_shuffled": True})
     if cfg.opt("subsample") is not None:  # data-quantity curves: a seeded uniform fraction of the shift
         frac = cfg.get("subsample", float, lo=0.0, hi=1.0)
         keep = np.sort(np.random.default_rng(cfg.shared("curation.seed", int)).permutation(len(cur.index))

@@ -1,4 +1,4 @@
-"""The ImageNet-C analogue: 15 corruptions x 5 severities of a fixed test subset, built once by
+"""The ImageNet-C analogue: 15 corruptions x 5 severities of the test set, built once by
 the corrupt stage (kept apart from evaluation.py so that editing metrics never rebuilds it)."""
 from __future__ import annotations
 
@@ -30,25 +30,43 @@ def _corrupt_chunk(args, seed: int = 0):
     return out
 
 
+def cell_rows(total: int, n: int, cells: int, seed: int) -> np.ndarray:
+    """[cells, n] sorted test rows, one draw per corruption x severity cell: distinct across cells
+    while the test set holds n x cells images (so cells are independent samples, as the interval
+    over cells assumes), else an independent draw per cell."""
+    rng = np.random.default_rng(seed)
+    n = min(n, total)
+    if n * cells <= total:
+        rows = rng.permutation(total)[: n * cells].reshape(cells, n)
+    else:
+        rows = np.stack([rng.choice(total, size=n, replace=False) for _ in range(cells)])
+    return np.sort(rows, axis=1)
+
+
 def corrupted_set(images, labels: np.ndarray, n: int, seed: int, workers: int = 2):
-    """The 15 ImageNet-C corruptions x 5 severities of one fixed n-image test subset.
+    """The 15 ImageNet-C corruptions x 5 severities, each cell on its own n test images
+    (`cell_rows`). Returns (images, labels, corruption, severity, names, test_rows), one entry
+    per corrupted image.
 
     images: uint8 grey [N, 28, 28] or RGB [N, H, W, 3] (H, W >= 32), or an array-like that
-    len() and indexing with a sorted int array (images[pick]) support: only the subset is read."""
+    len() and indexing with a sorted int array (images[rows]) support: only those rows are read."""
     from imagecorruptions import get_corruption_names
 
     names = get_corruption_names()
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(images), size=min(n, len(images)), replace=False))
-    sub = np.asarray(images[pick])
-    jobs = [(sub, name, s) for name in names for s in range(1, 6)]
+    rows = cell_rows(len(images), n, len(names) * 5, seed)
+    used = np.unique(rows)
+    sub = np.asarray(images[used])
+    at = np.searchsorted(used, rows)
+    jobs = [(sub[at[c * 5 + s - 1]], name, s) for c, name in enumerate(names) for s in range(1, 6)]
     # corrupt() seeds numpy's global RNG nowhere, so fix it per job for repeatable noise (and pass
     # a per-image seed to the corruptions that ignore it, see _OWN_SEED).
     with ProcessPoolExecutor(max_workers=workers) as ex:
         outs = list(ex.map(_seeded_chunk, [(j, seed + i) for i, j in enumerate(jobs)]))
-    cidx = np.repeat(np.arange(len(names)), 5 * len(sub))
-    sev = np.tile(np.repeat(np.arange(1, 6), len(sub)), len(names))
-    return np.concatenate(outs), np.tile(labels[pick], len(names) * 5), cidx, sev, names, pick
+    per = rows.shape[1]
+    cidx = np.repeat(np.arange(len(names)), 5 * per)
+    sev = np.tile(np.repeat(np.arange(1, 6), per), len(names))
+    pick = rows.reshape(-1)
+    return np.concatenate(outs), labels[pick], cidx, sev, names, pick
 
 
 def _seeded_chunk(job):

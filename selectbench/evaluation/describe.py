@@ -7,6 +7,7 @@ import numpy as np
 
 from selectbench.core import layout
 from selectbench.core.classes import load as load_classes
+from selectbench.core.errors import fail
 from selectbench.core.index import gather, read_index
 from selectbench.core.io import read_json
 from selectbench.core.layout import load_split
@@ -42,6 +43,21 @@ def save_samples(shift: str, index, seed: int, n: int = 8) -> None:
                         labels=sub["label"].to_numpy(), captions=np.array(captions, dtype=str))
 
 
+def ssl_settings(p: dict, num_classes: int) -> tuple[list[int], list[int]]:
+    """evaluate.ssl_shots and evaluate.ssl_k; every k must be below the smallest full bank (shots x
+    classes): a k that reaches the bank size votes with the whole bank, so every k >= it gives the
+    same number and the setting measures nothing."""
+    shots, ks = get(p, "evaluate.ssl_shots", list), get(p, "evaluate.ssl_k", list)
+    for key, vals in (("evaluate.ssl_shots", shots), ("evaluate.ssl_k", ks)):
+        if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
+            raise fail(key, f"expected a non-empty list of positive integers, got {vals!r}")
+    bank = min(shots) * num_classes
+    if max(ks) >= bank:
+        raise fail("evaluate.ssl_k", f"k = {max(ks)} is not below the smallest bank ({min(shots)} shots x "
+                                     f"{num_classes} classes = {bank}); every k >= {bank} gives the same value")
+    return shots, ks
+
+
 def describe_shift(p: dict, shift: str) -> tuple[dict, dict[str, np.ndarray]]:
     """(the record of reports/metrics/<shift>/data.json, per-item SSL correctness keyed
     `<rep>/<shot>shot_k<k>` for reports/items/<shift>/ssl.npz)."""
@@ -57,10 +73,11 @@ def describe_shift(p: dict, shift: str) -> tuple[dict, dict[str, np.ndarray]]:
     emb_test = np.load(layout.embedding("test_img")).astype(np.float32)
     test = load_split(layout.TEST_SPLIT)
     train = load_split(layout.TRAIN_SPLIT)
+    shots, ks = ssl_settings(p, C)
     out["ssl_knn"], items = {}, {}
     for rep in replicates(p):
-        acc, correct = E.ssl_guidance(shift_emb, labels, emb_test, test["labels"], C, get(p, "evaluate.ssl_shots", list),
-                                      get(p, "evaluate.ssl_k", list), replicate_seed(seed, rep))
+        acc, correct = E.ssl_guidance(shift_emb, labels, emb_test, test["labels"], C, shots, ks,
+                                      replicate_seed(seed, rep))
         out["ssl_knn"][rep] = acc
         items.update({f"{rep}/{k}": v for k, v in correct.items()})
     base = np.flatnonzero(train["part"] == 0)

@@ -1,8 +1,9 @@
 """Input checks shared by the metrics: every bad input is a MetricInputError naming the argument."""
 from __future__ import annotations
 
-import numpy as np
 from statistics import NormalDist
+
+import numpy as np
 
 from selectbench.core.errors import UserError
 

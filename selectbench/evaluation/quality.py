@@ -96,7 +96,7 @@ def inception_score(probs, splits: int = 1):
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def mmd_rbf(x, y, sigma: float = 10.0, scale: float = 1000.0, *, chunk: int = 1024) -> float:
+def mmd_rbf(x, y, sigma: float = 10.0, scale: float = 1000.0, *, unbiased: bool = False, chunk: int = 1024) -> float:
     """CMMD-style squared MMD between embedding sets ``x [N, D]`` and ``y [M, D]``.
 
     The estimator of the CMMD reference implementation (Jayasumana et al., CVPR 2024):
@@ -110,6 +110,10 @@ def mmd_rbf(x, y, sigma: float = 10.0, scale: float = 1000.0, *, chunk: int = 10
     the embeddings as CMMD would. Kernel blocks of ``chunk x chunk`` are computed in float64 with
     torch (on the inputs' device when they are torch tensors), so memory stays bounded for large
     sets. ``nan`` when either set is empty.
+
+    ``unbiased=True`` gives the U-statistic (Gretton et al. 2012): the within-set means leave out
+    the diagonal, so two samples of one distribution score 0 in expectation (single values may be
+    negative); ``nan`` unless both sets have at least 2 rows.
     """
     import torch
 
@@ -137,9 +141,32 @@ def mmd_rbf(x, y, sigma: float = 10.0, scale: float = 1000.0, *, chunk: int = 10
                 total += torch.exp(-gamma * d2.clamp_min_(0.0)).sum()
         return total / (a.shape[0] * b.shape[0])
 
+    def within(a):
+        n = a.shape[0]
+        if not unbiased:
+            return kernel_mean(a, a)
+        return (kernel_mean(a, a) * n * n - n) / (n * (n - 1))  # k(a, a) = 1 on the diagonal
+
+    if unbiased and (xs.shape[0] < 2 or ys.shape[0] < 2):
+        return float("nan")
     with torch.no_grad():
-        value = kernel_mean(xs, xs) + kernel_mean(ys, ys) - 2.0 * kernel_mean(xs, ys)
+        value = within(xs) + within(ys) - 2.0 * kernel_mean(xs, ys)
     return float(scale * value)
+
+
+def median_bandwidth(x, max_items: int = 1000, seed: int = 0) -> float:
+    """The median heuristic for an RBF kernel's sigma: the median Euclidean distance between
+    distinct rows of ``x`` (a seeded sample of ``max_items`` rows when there are more), so the
+    kernel is neither flat nor linear over the data's own scale. ``nan`` for fewer than 2 rows."""
+    a = _float_array(x, "x", 2)
+    if a.shape[0] < 2:
+        return float("nan")
+    if a.shape[0] > max_items:
+        a = a[np.sort(np.random.default_rng(seed).choice(a.shape[0], size=max_items, replace=False))]
+    a = a.astype(np.float64)
+    sq = (a * a).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * a @ a.T, 0.0)
+    return float(np.median(np.sqrt(d2[np.triu_indices(a.shape[0], k=1)])))
 
 
 def clip_score(img_emb, txt_emb, *, weight: float = 100.0) -> float:

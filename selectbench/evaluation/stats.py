@@ -135,6 +135,19 @@ def verdict(iv: Interval, margin: float, threshold: float = 0.0, greater: bool =
                   "a bigger test set (the test-item part of the interval alone is too wide)")
 
 
+def equivalent(iv: Interval, target: float, margin: float) -> tuple[str, str]:
+    """The rule for a claim "value equals target within margin" (an equivalence test by the
+    interval, as two one-sided tests): holds when the interval lies inside (target - margin,
+    target + margin); does not hold when it lies wholly outside that band; else inconclusive."""
+    if not iv.complete:
+        return OPEN, "at least 2 replicates (the seed variance is unknown with 1)" if iv.n == 1 else iv.note
+    if target - margin < iv.lo and iv.hi < target + margin:
+        return HOLDS, ""
+    if iv.lo > target + margin or iv.hi < target - margin:
+        return FAILS, ""
+    return OPEN, "more replicates or a bigger test set (the interval straddles the band's edge)"
+
+
 def _replicates_needed(iv: Interval, half: float) -> int | None:
     """Replicates at which the interval's half-width (normal approximation) would fall to `half`,
     where the verdict would be decided at the present effect; None when the test-item part alone

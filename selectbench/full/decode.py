@@ -11,8 +11,8 @@ import io
 import os
 import warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 

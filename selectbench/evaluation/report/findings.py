@@ -76,9 +76,45 @@ def _top1_matrix(runs: dict[str, Shift], shifts: list[str]) -> tuple[list[str], 
     return keep, y
 
 
-def findings(runs: dict[str, Shift], dec: Decision, classes: list[str], fine_grained: set[str]) -> list[dict]:
-    """`fine_grained`: the classes of classes.yaml's confusable groups (the simulation's own)."""
+EQUIV_RULE = ("top-1 (balanced over classes, chance = 1/classes), {c:.0%} interval (replicates + test items): "
+              "holds if it lies inside chance +- {m:g}, does not hold if it lies wholly outside, else inconclusive")
+
+
+def controls(runs: dict[str, Shift], dec: Decision, num_classes: int) -> list[dict]:
+    """The checks that the harness can see data at all, each a claim that must hold:
+    positive - a shift beats its own data-quantity fraction (`<shift>_q<pct>`) on base top-1, paired;
+    negative - a shift trained on shuffled labels scores at chance, within the margin."""
     out = []
+    for s in runs:
+        parent = s.rsplit("_q", 1)[0] if "_q" in s else None
+        if parent in runs and not runs[parent].control:
+            rec = _diff_claim(f"Positive control: {parent} beats its data-quantity fraction {s} on base accuracy",
+                              [_diff(runs, parent, s, "top1", dec)], dec)
+            out.append({**rec, "control": "positive"})
+    chance = 1.0 / num_classes
+    for s, sh in runs.items():
+        if not sh.control:
+            continue
+        claim = f"Negative control: {s} (shuffled labels) scores at chance ({chance:.3f}) on base accuracy"
+        rule = EQUIV_RULE.format(c=dec.confidence, m=dec.margin)
+        sc = sh.scores("top1")
+        if sc is None:
+            out.append({**_record(claim, stats.OPEN, "a trained replicate", None, None, rule, f"{s} not trained"),
+                        "control": "negative"})
+            continue
+        iv = stats.interval(sc[0], sc[1], dec.confidence)
+        v, decide = stats.equivalent(iv, chance, dec.margin)
+        span = f"[{iv.lo:.3f}, {iv.hi:.3f}]" if iv.complete else f"({iv.note})"
+        out.append({**_record(claim, v, decide, iv.mean, iv, rule, f"top-1 {iv.mean:.3f} {span}"),
+                    "control": "negative"})
+    return out
+
+
+def findings(runs: dict[str, Shift], dec: Decision, classes: list[str], fine_grained: set[str]) -> list[dict]:
+    """`fine_grained`: the classes of classes.yaml's confusable groups (the simulation's own).
+    Negative controls take no part: they are checked by `controls`."""
+    out = []
+    runs = {s: sh for s, sh in runs.items() if not sh.control}
     trained = [s for s, sh in runs.items() if sh.trained]
     # Data-quantity variants (`<shift>_q<pct>`) are the same strategy on less data, not rivals.
     rivals = [s for s in trained if "_q" not in s]

@@ -49,6 +49,11 @@ class Shift:
                if m is None or m.get("status") != "ok"}
         return "ok" if not bad else "; ".join(f"{r}: {s}" for r, s in bad.items())
 
+    @property
+    def control(self) -> bool:
+        """A negative control (labels shuffled, shifts.<name>.shuffle_labels): never a rival, never ranked."""
+        return bool(((self.data or {}).get("dataset") or {}).get("labels_shuffled", False))
+
     def scores(self, metric: str, reps: list[str] | None = None) -> tuple[np.ndarray, np.ndarray | None] | None:
         """([R, N] item scores over `reps` (default: the trained replicates), strata [N] or None), or None."""
         reps = self.trained if reps is None else reps

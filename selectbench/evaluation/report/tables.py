@@ -62,7 +62,7 @@ def best_marks(runs: dict[str, Shift], ivs: dict, confidence: float) -> dict[str
     runner-up; otherwise it and every shift not significantly below it are tied."""
     out = {}
     for m, (_, higher) in UTILITY.items():
-        have = [s for s in ivs if m in ivs[s]]
+        have = [s for s in ivs if m in ivs[s] and not runs[s].control]
         if len(have) < 2:
             out[m] = {"best": have[0] if have else None, "tied": []}
             continue
@@ -103,6 +103,7 @@ def utility_table(runs: dict[str, Shift], ivs: dict) -> pd.DataFrame:
         d = sh.data or {}
         row.update({"noise": _get(d, "label_noise", "estimated"), "noise_exact": _get(d, "label_noise", "exact"),
                     "inception_score": _get(d, "quality", "inception_score"), "cmmd": _get(d, "quality", "cmmd"),
+                    "cmmd_floor": _get(d, "quality", "cmmd_floor"),
                     "clip_score": _get(d, "quality", "clip_score"),
                     "curate_s": sh.costs.get("curate", {}).get("wall_s", np.nan)})
         rows.append(row)
@@ -115,7 +116,7 @@ def noise_floor(runs: dict[str, Shift], ivs: dict, confidence: float) -> pd.Data
     whose range is not well above its floor cannot rank shifts."""
     rows = []
     for m, (label, higher) in UTILITY.items():
-        have = {s: ivs[s][m] for s in ivs if m in ivs[s]}
+        have = {s: ivs[s][m] for s in ivs if m in ivs[s] and not runs[s].control}
         if "in" not in have or len(have) < 2:
             continue
         weakest = (min if higher else max)((s for s in have if s != "in"), key=lambda s: have[s].mean)
@@ -134,7 +135,8 @@ def dataset_table(runs: dict[str, Shift]) -> pd.DataFrame:
     for s, sh in runs.items():
         d = (sh.data or {}).get("dataset", {})
         train_s = [c["wall_s"] for k, c in sh.costs.items() if k.startswith("train_") and "wall_s" in c]
-        rows.append({"shift": s, "images": d.get("images", np.nan), "coverage": d.get("coverage", np.nan),
+        rows.append({"shift": s, "images": d.get("images", np.nan), "matched_from": d.get("matched_from", np.nan),
+                     "coverage": d.get("coverage", np.nan),
                      "classes_below_tail": _get(d, "long_tail", "classes_below"),
                      "tail_image_share": _get(d, "long_tail", "share_of_images_in_tail_classes"),
                      "min": d.get("min", np.nan), "median": d.get("median", np.nan), "max": d.get("max", np.nan),
@@ -143,7 +145,7 @@ def dataset_table(runs: dict[str, Shift]) -> pd.DataFrame:
                      "curate_cpu_s": sh.costs.get("curate", {}).get("cpu_s", np.nan),
                      "train_wall_s": float(np.mean(train_s)) if train_s else np.nan})
     df = pd.DataFrame(rows).set_index("shift")
-    for c in ("images", "coverage", "classes_below_tail", "min", "max"):
+    for c in ("images", "matched_from", "coverage", "classes_below_tail", "min", "max"):
         df[c] = pd.to_numeric(df[c]).astype("Int64")
     return df
 
