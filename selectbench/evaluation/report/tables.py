@@ -104,7 +104,6 @@ def utility_table(runs: dict[str, Shift], ivs: dict) -> pd.DataFrame:
         row.update({"noise": _get(d, "label_noise", "estimated"), "noise_exact": _get(d, "label_noise", "exact"),
                     "inception_score": _get(d, "quality", "inception_score"), "cmmd": _get(d, "quality", "cmmd"),
                     "cmmd_floor": _get(d, "quality", "cmmd_floor"),
-                    "clip_score": _get(d, "quality", "clip_score"),
                     "curate_s": sh.costs.get("curate", {}).get("wall_s", np.nan)})
         rows.append(row)
     return pd.DataFrame(rows).set_index("shift")
