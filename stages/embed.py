@@ -5,6 +5,7 @@ Images come through selectbench.images, so the same code embeds the embedded pro
 the full profile's ImageNet files. Pool rows from LAION keep LAION's released CLIP embeddings (the
 embedder must be the model that made them: the dimensions are checked); other rows are embedded."""
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(layout.EMBEDDINGS))
     args = ap.parse_args(argv)
     limit_threads(all_threads())  # no worker processes: both cores compute
+    t0 = time.perf_counter()
     p = load_params(args.params)
     batch = get(p, "embed.batch_size", int, lo=1)
     out = Path(args.out)
@@ -75,6 +77,8 @@ def main(argv=None):
     _save(out, "class_txt", emb.encode_texts([c["definition"] for c in classes], batch),
           [f"class:{i}" for i in range(len(classes))])
     write_json(out / "summary.json", {"dim": emb.dim, "pool": len(ids)})
+    # Apart from the content-hashed outputs, so that timings never change them (the report's cost model).
+    write_json(layout.cost("embed"), {"wall_s": round(time.perf_counter() - t0, 2), "pool": len(ids)})
     print(f"embed: dim {emb.dim}, pool {len(ids)} -> {out}")
 
 

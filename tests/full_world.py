@@ -90,6 +90,22 @@ def write_clip(root: Path) -> tuple[Path, Path]:
 LAION_SPS = 10  # img2dataset --number_sample_per_shard of the fixture download (keys: 5 + 1 digits)
 
 
+def write_judges(root: Path) -> dict:
+    """Published-weights stand-ins for the judges: random timm models saved as safetensors files, as
+    timm's hub releases are (judge.pretrained.<role>: model name, weights file, input size)."""
+    import timm
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for role, head in (("encoder", {"num_classes": 0}), ("classifier", {})):  # the classifier keeps timm's 1,000-class head
+        model = timm.create_model("test_resnet", pretrained=False, in_chans=3, **head)
+        weights = root / f"{role}.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+        out[role] = {"model": "test_resnet", "weights": str(weights), "img_size": 32}
+    return out
+
+
 def write_laion(root: Path, embedder, parts: int = 2, rows: int = 30) -> dict:
     """LAION-400M as released (metadata with LAION's own columns, SAMPLE_ID and no `key`; the
     embeddings are the tiny CLIP's own, as LAION's are ViT-B/32's) and an img2dataset webdataset
@@ -192,6 +208,7 @@ def write_world(tmp: Path) -> World:
     laion = write_laion(root / "laion", E.load_pretrained(str(cfg), str(weights)))
     oi = write_openimages(root / "openimages")
     sd, _ = write_tiny_sd(root / "sd")
+    judges = write_judges(root / "judges")
     overrides = {
         "profile": "full",
         "full": {"image_size": 32, "decode_workers": 2,
@@ -206,6 +223,7 @@ def write_world(tmp: Path) -> World:
                                 "images_dir": str(root / "openimages/images")}},
         "embedder": {"kind": "pretrained", "pretrained": {"model": str(cfg), "weights": str(weights)}},
         "generator": {"kind": "pretrained", "pretrained": {"model": str(sd)}},
+        "judge": {"kind": "pretrained", "pretrained": judges},
         "transfer": {"tasks": ["vtab_eurosat"], "vtab_root": str(root / "vtab"), "image_size": 32, "mode": "RGB",
                      "vtab_test_max": None},
     }

@@ -110,3 +110,13 @@ def test_lock_holds_only_defined_stages():
         defined = {s.addressing for s in repo.index.stages}
     locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
     assert locked <= defined, sorted(locked - defined)
+
+
+def test_nothing_that_curates_judges():
+    """The stages that score shifts read no output of the curation embedder (its model or its
+    embeddings): their numbers come from each shift's own model or from the judges."""
+    stages = dict(_stages())
+    for name in ("describe", "evaluate", "report"):
+        deps = set(stages[name].get("deps", []))
+        assert not deps & {"models/embedder", "data/embeddings"}, name
+    assert {"models/judge/encoder", "models/judge/classifier"} <= set(stages["describe"]["deps"])

@@ -36,6 +36,7 @@ TRAIN_STEPS, GEN_STEPS = 100, 12
 def _params() -> dict:
     p = tiny_params(ROOT / "params.yaml", shifts=("in",))
     p["shifts"]["in"]["per_class"] = 500            # 5,000 samples: shard writing lasts about a second
+    p["curation"]["images"] = None                  # all 5,000, not the matched budget
     p["shard"]["samples_per_shard"] = 100
     p["train"].update(steps=TRAIN_STEPS, ckpt_every=10)
     p["replicates"] = ["r1"]

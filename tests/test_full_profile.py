@@ -51,6 +51,7 @@ def project(world, tmp_path_factory):
 def test_every_stage_runs_on_the_real_formats(project):
     d, ran = project
     stages = {"check_params", "manifests", "download", "pool", "train_embedder", "embed", "train_generator", "corrupt",
+              "train_judge_encoder", "train_judge_classifier",
               "tasks", "report"}
     stages |= {f"{s}@{k}" for s in ("curate", "shard", "describe") for k in SHIFTS}
     stages |= {f"{s}@{k}-r1" for s in ("train", "evaluate") for k in SHIFTS}

@@ -225,3 +225,53 @@ def test_near_copy_rule():
     sh.data["dataset"]["near_copy"] = {"rms_own": 40.0, "rms_same_class": 72.0, "items": 10}
     text = "\n".join(_copies_md({"sd_img2img": sh}, 0.1))
     assert "| sd_img2img | 40.0 | 72.0 | **yes** |" in text
+
+
+# ------------------------------------------------------------------------------ cost
+def test_pareto_known_answer():
+    cost = np.array([1.0, 2.0, 3.0, 3.0, np.nan, 0.5])
+    util = np.array([0.5, 0.7, 0.6, 0.9, 0.99, 0.4])
+    # 3 (cost 3, 0.9) dominates 2 (cost 3, 0.6); 1 beats 0 on utility only: both stay; NaN never
+    assert tables.pareto(cost, util).tolist() == [True, True, False, True, False, True]
+    assert tables.pareto(np.array([1.0, 1.0]), np.array([0.5, 0.5])).tolist() == [True, True]  # ties: neither dominates
+    assert tables.pareto(np.array([]), np.array([])).tolist() == []
+
+
+def test_cost_table_shares_upstream_stages_among_their_users():
+    def sh(name, strategy, curate, trains, rebalanced=False, control=False):
+        x = _shift(name, [0.5, 0.5, 0.51])
+        x.data["dataset"]["strategy"] = strategy
+        if rebalanced:
+            x.data["dataset"]["rebalanced_from"] = 100
+        if control:
+            x.data["dataset"]["labels_shuffled"] = True
+        x.costs = {"curate": {"wall_s": curate}, **{f"train_r{i}": {"wall_s": t} for i, t in enumerate(trains)}}
+        return x
+
+    runs_ = {"in": sh("in", "balanced", 1.0, [4.0, 6.0]),
+             "la_txt2img": sh("la_txt2img", "txt2img", 2.0, [5.0]),
+             "la_txt2img_balanced": sh("la_txt2img_balanced", "txt2img", 3.0, [5.0], rebalanced=True),
+             "sd_txt2img": sh("sd_txt2img", "sd_txt2img", 30.0, [5.0]),
+             "in_shuffled": sh("in_shuffled", "balanced", 1.0, [5.0], control=True)}
+    shared = {"train_embedder": {"wall_s": 90.0}, "embed": {"wall_s": 20.0}, "train_generator": {"wall_s": 100.0}}
+    ivs = tables.intervals(runs_, 0.95)
+    c = tables.cost_table(runs_, ivs, shared)
+    assert c.loc["in", "compute_s"] == pytest.approx(1.0 + 5.0)
+    # embedder: 3 users (two la shifts, sd); embed: 2 users; generator: 1
+    assert c.loc["la_txt2img", "upstream_share_s"] == pytest.approx(90 / 3 + 20 / 2)
+    assert c.loc["sd_txt2img", "compute_s"] == pytest.approx(30 + 5 + 90 / 3 + 100)
+    assert c.loc["in", "bin"] == "high" and c.loc["la_txt2img", "bin"] == "low"
+    assert c.loc["in", "labour_per_image"] == "expert label"
+    assert not c.loc["in_shuffled", "pareto"]
+    # a missing upstream record makes the compute unknown, never a silent undercount
+    partial = tables.cost_table(runs_, ivs, {"train_embedder": {"wall_s": 90.0}})
+    assert np.isnan(partial.loc["la_txt2img", "compute_s"]) and partial.loc["in", "compute_s"] == pytest.approx(6.0)
+
+
+def test_every_strategy_has_a_cost_entry():
+    from selectbench.curation import upstream
+    from selectbench.curation.registry import STRATEGIES
+
+    assert set(STRATEGIES) == set(upstream.UPSTREAM)
+    with pytest.raises(KeyError, match="no cost entry"):
+        upstream.upstream("nonesuch", False)

@@ -18,6 +18,9 @@ def tiny_params(base_path="params.yaml", shifts=("in", "la_txt2img", "sd_img2img
     p["embedder"].update(steps=3, batch_size=64)
     p["embed"]["batch_size"] = 512
     p["generator"].update(steps=2, batch_size=8, ckpt_every=0)
+    p["judge"]["encoder"].update(steps=2, batch_size=8)
+    p["judge"]["classifier"].update(steps=2, batch_size=8)
+    p["judge"]["quality_per_class"] = 3
     p["shifts"] = {k: v for k, v in p["shifts"].items() if k in shifts}
     for k, s in p["shifts"].items():
         for key in ("per_class", "queries_per_class"):

@@ -33,6 +33,7 @@ TASKS = Path("data/tasks")            # <task>.npz, summary.json
 TMP = Path("data/tmp")                # resumable scratch, never an output
 EMBEDDER = Path("models/embedder")
 GENERATOR = Path("models/generator")
+JUDGE = Path("models/judge")          # <role>/: model.safetensors + config.json (encoder, classifier)
 METRICS, COSTS, SAMPLES = Path("reports/metrics"), Path("reports/cost"), Path("reports/samples")
 ITEMS = Path("reports/items")
 
@@ -48,6 +49,15 @@ IMAGE_SETS = {
 def embedding(kind: str) -> Path:
     """float16 [N, D] of `train_img`, `test_img`, `pool_img`, `pool_txt`, `class_txt`."""
     return EMBEDDINGS / f"{kind}.npy"
+
+
+def judge(role: str) -> Path:
+    """A judge model (`encoder`, `classifier`): scores shifts, never curates them."""
+    return JUDGE / role
+
+
+def judge_quality(role: str) -> Path:
+    return METRICS / f"judge_{role}.json"
 
 
 def task(name: str) -> Path:

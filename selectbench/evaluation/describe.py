@@ -1,6 +1,7 @@
-"""The dataset-side metrics of one shift (the describe stage's library): no trained model is
+"""The dataset-side metrics of one shift (the describe stage's library): no shift model is
 involved, so they are computed once per shift, not once per replicate. The one random part, the
-SSL kNN bank, is drawn once per replicate with that replicate's seed."""
+SSL kNN bank, is drawn once per replicate with that replicate's seed. The models that compute them
+are the judges, which curation never uses."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,11 +19,11 @@ from selectbench.evaluation import noise
 from selectbench.evaluation import utility as E
 
 
-def shift_embeddings(shift: str, index) -> np.ndarray:
-    """Embeddings of a shift's training items (generated images are embedded here)."""
-    gen = layout.curated(shift) / "images.npy"
-    images = np.load(gen, mmap_mode="r") if gen.exists() else None
-    return context.embeddings_of(context.Context({}), context.Curated(index, images))
+def shift_images(shift: str, index) -> np.ndarray:
+    """The training images of a shift, in index order (pool, base or generated)."""
+    arrays = context.image_arrays(index, layout.curated(shift))
+    imgs = gather(index, {s: (lambda r, a=a: np.asarray(a[r])) for s, a in arrays.items()}, "images")
+    return np.zeros((0, 28, 28), np.uint8) if imgs is None else imgs
 
 
 def save_samples(shift: str, index, seed: int, n: int = 8) -> None:
@@ -60,7 +61,14 @@ def ssl_settings(p: dict, num_classes: int) -> tuple[list[int], list[int]]:
 
 def describe_shift(p: dict, shift: str) -> tuple[dict, dict[str, np.ndarray]]:
     """(the record of reports/metrics/<shift>/data.json, per-item SSL correctness keyed
-    `<rep>/<shot>shot_k<k>` for reports/items/<shift>/ssl.npz)."""
+    `<rep>/<shot>shot_k<k>` for reports/items/<shift>/ssl.npz).
+
+    Every number here comes from the judges (models/judge), never from the curation embedder:
+    SSL kNN, CMMD and the noise estimate in the judge encoder's space, the IS analogue from the
+    judge classifier. `judges` in the record says which model computed what."""
+    from selectbench.core.images import open_images
+    from selectbench.models import judge
+
     seed = get(p, "evaluate.seed", int)
     stats = read_json(layout.curated(shift) / "stats.json")
     index = read_index(layout.curated(shift) / "index.parquet")
@@ -68,9 +76,12 @@ def describe_shift(p: dict, shift: str) -> tuple[dict, dict[str, np.ndarray]]:
     C = len(classes)
     out = {"shift": shift, "images": stats["images"], "coverage": stats["coverage"], "dataset": stats}
     save_samples(shift, index, seed)
-    shift_emb = shift_embeddings(shift, index)
+    enc, enc_cfg = judge.load(layout.judge("encoder"))
+    clf, clf_cfg = judge.load(layout.judge("classifier"))
+    images = shift_images(shift, index)
+    shift_emb = judge.features(enc, images, enc_cfg)
     labels = index["label"].to_numpy()
-    emb_test = np.load(layout.embedding("test_img")).astype(np.float32)
+    emb_test = judge.features(enc, open_images("test"), enc_cfg)
     test = load_split(layout.TEST_SPLIT)
     train = load_split(layout.TRAIN_SPLIT)
     shots, ks = ssl_settings(p, C)
@@ -80,13 +91,19 @@ def describe_shift(p: dict, shift: str) -> tuple[dict, dict[str, np.ndarray]]:
                                       replicate_seed(seed, rep))
         out["ssl_knn"][rep] = acc
         items.update({f"{rep}/{k}": v for k, v in correct.items()})
+    n_q = get(p, "evaluate.quality_items", int, lo=2)
     base = np.flatnonzero(train["part"] == 0)
-    ref_emb = np.load(layout.embedding("train_img"), mmap_mode="r")[base].astype(np.float32)
-    from selectbench.models import embedder as EMB
-
-    prompts = EMB.load(layout.EMBEDDER).encode_texts([f"a photo of a {c['name']}" for c in classes])
-    out["quality"] = E.quality(shift_emb, labels, ref_emb, train["labels"][base], prompts, C,
-                               get(p, "evaluate.quality_items", int, lo=2), seed)
+    # Two disjoint base samples: the CMMD reference and its same-distribution floor.
+    ref_rows = np.random.default_rng([seed, 1]).choice(base, size=min(2 * n_q, len(base)), replace=False)
+    order = np.argsort(ref_rows)  # images are read in row order; the halves keep the random draw's order
+    ref_emb = np.empty((len(ref_rows), shift_emb.shape[1]), np.float32)
+    ref_emb[order] = judge.features(enc, np.asarray(open_images("train")[ref_rows[order]]), enc_cfg)
+    probs = judge.probabilities(clf, images, clf_cfg)
+    out["quality"] = E.quality(shift_emb, ref_emb, probs, n_q, seed)
+    out["judges"] = {"encoder": {k: enc_cfg[k] for k in ("kind", "model")},
+                     "classifier": {k: clf_cfg[k] for k in ("kind", "model")},
+                     "uses": {"ssl_knn": "encoder", "cmmd": "encoder", "label_noise.estimated": "encoder",
+                              "inception_score": "classifier", "label_noise.exact": "simulation truth"}}
     noise_n = min(len(labels), get(p, "evaluate.noise_items", int, lo=0))
     if noise_n >= 20 and len(np.unique(labels)) > 1:
         rows = np.sort(np.random.default_rng(seed).choice(len(labels), size=noise_n, replace=False))

@@ -75,6 +75,14 @@ class Shift:
         return {r: float(fn(self.evals[r])) for r in self.trained}
 
 
+UPSTREAM_STAGES = ("train_embedder", "embed", "train_generator")
+
+
+def upstream_costs() -> dict[str, dict]:
+    """The cost records of the stages shifts share (models, embeddings), where they exist."""
+    return {st: c for st in UPSTREAM_STAGES if (c := _json(layout.cost(st))) is not None}
+
+
 def load(shifts: list[str], reps: list[str]) -> dict[str, Shift]:
     out = {}
     for s in shifts:

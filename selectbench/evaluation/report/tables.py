@@ -104,7 +104,6 @@ def utility_table(runs: dict[str, Shift], ivs: dict) -> pd.DataFrame:
         row.update({"noise": _get(d, "label_noise", "estimated"), "noise_exact": _get(d, "label_noise", "exact"),
                     "inception_score": _get(d, "quality", "inception_score"), "cmmd": _get(d, "quality", "cmmd"),
                     "cmmd_floor": _get(d, "quality", "cmmd_floor"),
-                    "clip_score": _get(d, "quality", "clip_score"),
                     "curate_s": sh.costs.get("curate", {}).get("wall_s", np.nan)})
         rows.append(row)
     return pd.DataFrame(rows).set_index("shift")
@@ -128,6 +127,55 @@ def noise_floor(runs: dict[str, Shift], ivs: dict, confidence: float) -> pd.Data
                      "weakest": weakest, "range_in_to_weakest": rng,
                      "paired_half_width": half, "range_over_half_width": rng / half if half and half > 0 else np.nan})
     return pd.DataFrame(rows).set_index("metric") if rows else pd.DataFrame()
+
+
+def pareto(cost: np.ndarray, utility: np.ndarray) -> np.ndarray:
+    """Mask of the points no other point dominates (cost <= and utility >=, one of them strictly):
+    the frontier of utility for the cost. NaN points are never on it."""
+    cost, utility = np.asarray(cost, float), np.asarray(utility, float)
+    ok = np.isfinite(cost) & np.isfinite(utility)
+    out = np.zeros(len(cost), dtype=bool)
+    for i in np.flatnonzero(ok):
+        others = ok & (np.arange(len(cost)) != i)
+        dom = others & (cost <= cost[i]) & (utility >= utility[i]) & ((cost < cost[i]) | (utility > utility[i]))
+        out[i] = not dom.any()
+    return out
+
+
+def cost_table(runs: dict[str, Shift], ivs: dict, shared: dict[str, dict]) -> pd.DataFrame:
+    """Per shift: measured compute (its curation, the mean training wall time of its replicates and
+    an equal share of every upstream stage it needs among the shifts of this run that need it),
+    the human labour it assumes per image, the low/high bin (high: any human labour per image) and
+    whether it lies on the top-1-for-compute Pareto frontier (controls excluded)."""
+    from selectbench.curation.upstream import LABOUR, upstream
+
+    needs = {}
+    for s, sh in runs.items():
+        d = (sh.data or {}).get("dataset", {})
+        if "strategy" in d:
+            needs[s] = upstream(d["strategy"], "rebalanced_from" in d)
+    users = {u: sum(u in n for n in needs.values()) for u in shared}
+    rows = []
+    for s, sh in runs.items():
+        d = (sh.data or {}).get("dataset", {})
+        train_s = [c["wall_s"] for k, c in sh.costs.items() if k.startswith("train_") and "wall_s" in c]
+        ups = needs.get(s, ())
+        missing = [u for u in ups if u not in shared]
+        share = sum(shared[u]["wall_s"] / users[u] for u in ups if u in shared)
+        curate = sh.costs.get("curate", {}).get("wall_s", np.nan)
+        train = float(np.mean(train_s)) if train_s else np.nan
+        labour = LABOUR.get(d.get("strategy")) if "strategy" in d else None
+        iv = ivs.get(s, {}).get("top1")
+        rows.append({"shift": s, "compute_s": np.nan if missing else curate + train + share, "curate_s": curate,
+                     "train_s": train, "upstream_share_s": share, "upstream": "+".join(ups) or "none",
+                     "labour_per_image": labour or "none", "bin": "high" if labour else "low",
+                     "top1": np.nan if iv is None else iv.mean, "control": sh.control})
+    df = pd.DataFrame(rows).set_index("shift")
+    rival = ~df["control"].astype(bool)
+    front = np.zeros(len(df), dtype=bool)
+    front[rival.to_numpy()] = pareto(df.loc[rival, "compute_s"].to_numpy(), df.loc[rival, "top1"].to_numpy())
+    df["pareto"] = front
+    return df
 
 
 def dataset_table(runs: dict[str, Shift]) -> pd.DataFrame:

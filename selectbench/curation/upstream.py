@@ -1,0 +1,33 @@
+"""What each strategy needs beyond its own stage, for the report's cost model: the upstream models
+it uses (their stages' measured compute is shared among the shifts that use them) and the human
+labour it assumes per image."""
+from __future__ import annotations
+
+# strategy -> the upstream stages whose outputs it reads (cost records reports/cost/<stage>.json).
+# A rebalanced shift also uses the embedder (hierarchical k-means over its embeddings).
+UPSTREAM = {
+    "balanced": (),
+    "substring": (),
+    "schema_map": (),
+    "img2img": ("train_embedder", "embed"),
+    "txt2img": ("train_embedder", "embed"),
+    "hkm": ("train_embedder", "embed"),
+    "sd_txt2img": ("train_embedder", "train_generator"),   # the generator conditions on the embedder's text tower
+    "sd_img2img": ("train_embedder", "train_generator"),
+}
+REBALANCE = ("train_embedder", "embed")
+
+# strategy -> human labour per curated image (None: none). `balanced` stands for expert curation
+# (every image labelled by an expert, ImageNet-style); `schema_map` for crowd labels kept only
+# where a human verified them (OpenImages' verified image-level labels).
+LABOUR = {
+    "balanced": "expert label",
+    "schema_map": "crowd verification",
+}
+
+
+def upstream(strategy: str, rebalanced: bool) -> tuple[str, ...]:
+    """Sorted upstream stages a shift of this strategy needs."""
+    if strategy not in UPSTREAM:
+        raise KeyError(f"no cost entry for strategy {strategy!r}; add it to selectbench/curation/upstream.py")
+    return tuple(sorted(set(UPSTREAM[strategy]) | (set(REBALANCE) if rebalanced else set())))
