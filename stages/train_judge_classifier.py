@@ -21,15 +21,8 @@ def main(argv=None):
     limit_threads(all_threads())
     p = load_params(args.params)
     t0 = time.perf_counter()
-    images, labels = judge.base_set()
+    model, cfg, _, labels = judge.prepare(p, "classifier", layout.judge("classifier"))
     classes = int(labels.max()) + 1
-    cfg = judge.settings(p, "classifier", 1 if images.ndim == 3 else 3, classes)
-    out = layout.judge("classifier")
-    if cfg["kind"] == "trained":
-        judge.save(judge.train_classifier(images, labels, classes, cfg["params"]), cfg, out)
-    else:
-        judge.write_config(cfg, out)
-    model, cfg = judge.load(out)
     logits = judge.features(model, open_images("test"), cfg)
     test = layout.load_split(layout.TEST_SPLIT)
     # A published head's classes need not be the base task's: then there is no top-1 to report.

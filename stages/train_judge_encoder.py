@@ -35,14 +35,7 @@ def main(argv=None):
     limit_threads(all_threads())
     p = load_params(args.params)
     t0 = time.perf_counter()
-    images, labels = judge.base_set()
-    cfg = judge.settings(p, "encoder", 1 if images.ndim == 3 else 3, int(labels.max()) + 1)
-    out = layout.judge("encoder")
-    if cfg["kind"] == "trained":
-        judge.save(judge.train_encoder(images, cfg["params"]), cfg, out)
-    else:
-        judge.write_config(cfg, out)
-    model, cfg = judge.load(out)
+    model, cfg, images, labels = judge.prepare(p, "encoder", layout.judge("encoder"))
     q = knn_quality(model, cfg, images, labels, get(p, "judge.quality_per_class", int, lo=1), get(p, "judge.seed", int))
     write_json(layout.judge_quality("encoder"), {"role": "encoder", "kind": cfg["kind"], "model": cfg["model"], **q})
     write_json(layout.cost("train_judge_encoder"), {"wall_s": round(time.perf_counter() - t0, 2)})

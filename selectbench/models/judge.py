@@ -56,14 +56,16 @@ def _model(name: str, num_classes: int, in_chans: int):
 
 
 def _loop(model, params, steps: int, lr: float, step_loss: Callable[[int], torch.Tensor],
-          log: Callable[[int, float], None] | None) -> None:
+          log: Callable[[int, float], None] | None, desc: str) -> None:
     """SGD with momentum, linear warm-up over the first 10% of steps, then cosine to 0."""
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
     warm = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    from tqdm import tqdm
+
     model.train()
-    for step in range(steps):
+    for step in tqdm(range(steps), desc=desc, unit="step", mininterval=2):
         loss = step_loss(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -91,7 +93,8 @@ def train_encoder(images: np.ndarray, cfg: dict, log=None):
         z = head(backbone(torch.cat([_views(x, cfg, gen), _views(x, cfg, gen)])))
         return nt_xent(z[: len(idx)], z[len(idx):], cfg["temperature"])
 
-    _loop(backbone, list(backbone.parameters()) + list(head.parameters()), cfg["steps"], cfg["lr"], step_loss, log)
+    _loop(backbone, list(backbone.parameters()) + list(head.parameters()), cfg["steps"], cfg["lr"], step_loss, log,
+          "judge encoder")
     return backbone
 
 
@@ -110,7 +113,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, c
         x = augment(x_all[idx], cfg["img_size"], tuple(cfg["scale"]), 0.5, mean, std, gen)
         return F.cross_entropy(model(x), y_all[idx])
 
-    _loop(model, model.parameters(), cfg["steps"], cfg["lr"], step_loss, log)
+    _loop(model, model.parameters(), cfg["steps"], cfg["lr"], step_loss, log, "judge classifier")
     return model
 
 
@@ -171,6 +174,22 @@ def save(model, config: dict, out: Path) -> None:
 def write_config(config: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def prepare(p: dict, role: str, out: Path):
+    """Train judge `role` from params into `out` (or point at its published weights there), then
+    load it back: (model, config, base images, base labels), what the stage's quality check needs."""
+    images, labels = base_set()
+    classes = int(labels.max()) + 1
+    cfg = settings(p, role, 1 if images.ndim == 3 else 3, classes)
+    if cfg["kind"] == "trained":
+        model = (train_encoder(images, cfg["params"]) if role == "encoder"
+                 else train_classifier(images, labels, classes, cfg["params"]))
+        save(model, cfg, out)
+    else:
+        write_config(cfg, out)
+    model, cfg = load(out)
+    return model, cfg, images, labels
 
 
 def load(model_dir: str | Path):
