@@ -40,3 +40,32 @@ def test_ssl_k_must_stay_below_the_bank():
         ssl_settings({"evaluate": {"ssl_shots": [5, 10], "ssl_k": [10, 50]}}, 10)
     with pytest.raises(UserError, match="evaluate.ssl_shots"):
         ssl_settings({"evaluate": {"ssl_shots": [], "ssl_k": [5]}}, 10)
+
+
+def test_shift_images_read_slices_in_index_order(tmp_path, monkeypatch):
+    """describe's lazy view: any slice or row array of the index gives the images of those rows,
+    in index order, each source read in ascending row order."""
+    import pandas as pd
+
+    from selectbench.evaluation import describe
+
+    pool = np.arange(10, dtype=np.uint8).repeat(4).reshape(10, 2, 2)
+    train = (100 + np.arange(6, dtype=np.uint8)).repeat(4).reshape(6, 2, 2)
+    reads = []
+
+    class Lazy:
+        def __init__(self, a):
+            self.a = a
+
+        def __getitem__(self, rows):
+            assert (np.diff(rows) >= 0).all()
+            reads.append(len(rows))
+            return self.a[rows]
+
+    index = pd.DataFrame({"source": ["pool", "train", "pool", "pool", "train"], "row": [7, 5, 2, 9, 0]})
+    monkeypatch.setattr(describe.context, "image_arrays", lambda idx, d: {"pool": Lazy(pool), "train": Lazy(train)})
+    view = describe.ShiftImages("s", index)
+    assert len(view) == 5
+    assert view[0:5][:, 0, 0].tolist() == [7, 105, 2, 9, 100]
+    assert view[1:3][:, 0, 0].tolist() == [105, 2]
+    assert view[np.array([3, 0])][:, 0, 0].tolist() == [9, 7]

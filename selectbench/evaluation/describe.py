@@ -19,11 +19,30 @@ from selectbench.evaluation import noise
 from selectbench.evaluation import utility as E
 
 
-def shift_images(shift: str, index) -> np.ndarray:
-    """The training images of a shift, in index order (pool, base or generated)."""
-    arrays = context.image_arrays(index, layout.curated(shift))
-    imgs = gather(index, {s: (lambda r, a=a: np.asarray(a[r])) for s, a in arrays.items()}, "images")
-    return np.zeros((0, 28, 28), np.uint8) if imgs is None else imgs
+class ShiftImages:
+    """A shift's training images in index order (pool, base or generated), read one slice at a
+    time: a full-profile shift does not fit in memory, and predict() needs only len() and slicing."""
+
+    def __init__(self, shift: str, index):
+        self.index = index
+        self.arrays = context.image_arrays(index, layout.curated(shift))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key) -> np.ndarray:
+        sub = self.index.iloc[key]
+        imgs = gather(sub, {s: (lambda r, a=a: _read(a, r)) for s, a in self.arrays.items()}, "images")
+        return np.zeros((0, 28, 28), np.uint8) if imgs is None else imgs
+
+
+def _read(images, rows: np.ndarray) -> np.ndarray:
+    """images[rows] for any row order, reading in ascending order (what lazy file sets need)."""
+    order = np.argsort(rows, kind="stable")
+    got = np.asarray(images[rows[order]])
+    out = np.empty_like(got)
+    out[order] = got
+    return out
 
 
 def save_samples(shift: str, index, seed: int, n: int = 8) -> None:
@@ -78,7 +97,7 @@ def describe_shift(p: dict, shift: str) -> tuple[dict, dict[str, np.ndarray]]:
     save_samples(shift, index, seed)
     enc, enc_cfg = judge.load(layout.judge("encoder"))
     clf, clf_cfg = judge.load(layout.judge("classifier"))
-    images = shift_images(shift, index)
+    images = ShiftImages(shift, index)
     shift_emb = judge.features(enc, images, enc_cfg)
     labels = index["label"].to_numpy()
     emb_test = judge.features(enc, open_images("test"), enc_cfg)
@@ -96,10 +115,12 @@ def describe_shift(p: dict, shift: str) -> tuple[dict, dict[str, np.ndarray]]:
     # Two disjoint base samples: the CMMD reference and its same-distribution floor.
     ref_rows = np.random.default_rng([seed, 1]).choice(base, size=min(2 * n_q, len(base)), replace=False)
     order = np.argsort(ref_rows)  # images are read in row order; the halves keep the random draw's order
-    ref_emb = np.empty((len(ref_rows), shift_emb.shape[1]), np.float32)
-    ref_emb[order] = judge.features(enc, np.asarray(open_images("train")[ref_rows[order]]), enc_cfg)
-    probs = judge.probabilities(clf, images, clf_cfg)
-    out["quality"] = E.quality(shift_emb, ref_emb, probs, n_q, seed)
+    got = judge.features(enc, np.asarray(open_images("train")[ref_rows[order]]), enc_cfg)
+    ref_emb = np.empty_like(got)
+    ref_emb[order] = got
+    take = np.sort(np.random.default_rng(seed).choice(len(index), size=min(n_q, len(index)), replace=False))
+    probs = judge.probabilities(clf, images[take], clf_cfg) if len(take) else np.zeros((0, 1))
+    out["quality"] = E.quality(shift_emb[take], ref_emb, probs, seed)
     out["judges"] = {"encoder": {k: enc_cfg[k] for k in ("kind", "model")},
                      "classifier": {k: clf_cfg[k] for k in ("kind", "model")},
                      "uses": {"ssl_knn": "encoder", "cmmd": "encoder", "label_noise.estimated": "encoder",

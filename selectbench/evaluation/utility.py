@@ -105,26 +105,24 @@ def ssl_guidance(shift_emb: np.ndarray, shift_labels: np.ndarray, test_emb: np.n
 
 
 # --- image quality ------------------------------------------------------------------------------
-def quality(shift_emb: np.ndarray, ref_emb: np.ndarray, probs: np.ndarray, max_items: int, seed: int) -> dict:
-    """The Inception Score analogue (probabilities from a base-task classifier) and CMMD of a
-    shift's images against base train images, both in a judge's space.
+def quality(shift_emb: np.ndarray, ref_emb: np.ndarray, probs: np.ndarray, seed: int) -> dict:
+    """The Inception Score analogue (`probs`: a base-task classifier's probabilities) and CMMD of
+    a sample of a shift's images against base train images, both in a judge's space.
 
     CMMD here: the unbiased MMD^2 (x1000, as CMMD reports it) with the RBF bandwidth set by the
     median heuristic on the reference sample - one rule for every shift, from base data only - and
     beside it `cmmd_floor`, the same statistic between a second, disjoint base sample of the
-    shift's size and the reference: what two samples of one distribution already score.
-    `ref_emb`: at least 2 base embeddings; its first half is the reference, the rest the floor's."""
+    shift sample's size and the reference: what two samples of one distribution already score.
+    `ref_emb`: base embeddings; its first half is the reference, the rest the floor's."""
     nan = float("nan")
     if len(shift_emb) == 0:
         return {"inception_score": nan, "cmmd": nan, "cmmd_floor": nan, "cmmd_sigma": nan}
-    rng = np.random.default_rng(seed)
-    take = np.sort(rng.choice(len(shift_emb), size=min(max_items, len(shift_emb)), replace=False))
     half = len(ref_emb) // 2
-    ref, other = ref_emb[:half], ref_emb[half:half + len(take)]
+    ref, other = ref_emb[:half], ref_emb[half:half + len(shift_emb)]
     sigma = M.median_bandwidth(ref, seed=seed)
     ok = np.isfinite(sigma) and sigma > 0
-    is_mean, _ = M.inception_score(probs[take])
+    is_mean, _ = M.inception_score(probs)
     return {"inception_score": float(is_mean),
-            "cmmd": M.mmd_rbf(shift_emb[take], ref, sigma=sigma, unbiased=True) if ok else nan,
+            "cmmd": M.mmd_rbf(shift_emb, ref, sigma=sigma, unbiased=True) if ok else nan,
             "cmmd_floor": M.mmd_rbf(other, ref, sigma=sigma, unbiased=True) if ok else nan,
             "cmmd_sigma": sigma}
