@@ -45,13 +45,13 @@ def _read(images, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def save_samples(shift: str, index, seed: int, n: int = 8) -> None:
+def save_samples(shift: str, images: "ShiftImages", seed: int, n: int = 8) -> None:
     """A few curated items (image, label, caption) for the report's example grid."""
+    index = images.index
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(len(index), size=min(n, len(index)), replace=False)) if len(index) else np.empty(0, int)
     sub = index.iloc[take]
-    arrays = context.image_arrays(sub, layout.curated(shift))
-    imgs = gather(sub, {s: (lambda r, a=a: np.asarray(a[r])) for s, a in arrays.items()}, "samples")
+    imgs = images[take]
     captions = [""] * len(take)
     if (sub["source"] == "pool").any():
         import pandas as pd
@@ -59,7 +59,7 @@ def save_samples(shift: str, index, seed: int, n: int = 8) -> None:
         cap = pd.read_parquet(layout.POOL_META, columns=["caption"])["caption"].to_numpy()
         captions = [cap[r] if s == "pool" else "" for s, r in zip(sub["source"], sub["row"])]
     layout.SAMPLES.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(layout.samples(shift), images=np.zeros((0, 28, 28), np.uint8) if imgs is None else imgs,
+    np.savez_compressed(layout.samples(shift), images=imgs,
                         labels=sub["label"].to_numpy(), captions=np.array(captions, dtype=str))
 
 
@@ -94,10 +94,10 @@ def describe_shift(p: dict, shift: str) -> tuple[dict, dict[str, np.ndarray]]:
     classes = list(load_classes().entries)
     C = len(classes)
     out = {"shift": shift, "images": stats["images"], "coverage": stats["coverage"], "dataset": stats}
-    save_samples(shift, index, seed)
+    images = ShiftImages(shift, index)
+    save_samples(shift, images, seed)
     enc, enc_cfg = judge.load(layout.judge("encoder"))
     clf, clf_cfg = judge.load(layout.judge("classifier"))
-    images = ShiftImages(shift, index)
     shift_emb = judge.features(enc, images, enc_cfg)
     labels = index["label"].to_numpy()
     emb_test = judge.features(enc, open_images("test"), enc_cfg)
