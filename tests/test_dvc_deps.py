@@ -1,63 +1,22 @@
-"""dvc.yaml lists, for every stage, each project module its code imports (directly or through
-another module), so that editing any code a stage runs reruns that stage - and nothing else.
+"""Every stage depends on the fingerprint of the code it runs (data/code/<stage>.txt, written by stage
+`code` from the stage module's import closure), so that editing any code a stage runs reruns that
+stage - and nothing else.
 
 Profile code is the exception: `selectbench/embedded/` (the embedded default's world) and
 `selectbench/full/` (the full profile's adapters) are listed as one interpolated directory,
 `selectbench/${profile}`, by the stages that switch on the profile, so that editing one profile's
 code never reruns the other profile's pipeline."""
 import ast
+import hashlib
 from pathlib import Path
 
 import yaml
 
+from selectbench.core.imports import PROFILE_DIRS, closure, fingerprint, imports
+from stages.code import stage_modules
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("embedded", "full")
-PROFILE_DIRS = tuple(f"selectbench/{p}/" for p in PROFILES)
-
-
-def _module_file(name: str) -> str | None:
-    base = ROOT / name.replace(".", "/")
-    for f in (base.with_suffix(".py"), base / "__init__.py"):
-        if f.exists():
-            return f.relative_to(ROOT).as_posix()
-    return None
-
-
-def _imports(path: Path) -> set[str]:
-    """Project files imported anywhere in a module (function-level imports included)."""
-    rel = path.relative_to(ROOT).with_suffix("")
-    package = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                up = package[: len(package) - (node.level - 1)]
-                base = ".".join(up + ([base] if base else []))
-            names = [base] + [f"{base}.{a.name}" for a in node.names]
-        for n in names:
-            parts = n.split(".")
-            if parts[0] not in ("selectbench", "stages"):
-                continue
-            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__ too
-                f = _module_file(".".join(parts[:i]))
-                if f:
-                    out.add(f)
-    return out
-
-
-def _closure(start: str) -> set[str]:
-    seen, todo = set(), [start]
-    while todo:
-        f = todo.pop()
-        if f in seen:
-            continue
-        seen.add(f)
-        todo.extend(_imports(ROOT / f) - seen)
-    return {f for f in seen if not f.endswith("__init__.py")}
 
 
 def _stages():
@@ -73,26 +32,75 @@ def test_package_inits_hold_no_code():
                    for n in body), f
 
 
-def test_every_stage_lists_the_code_it_runs():
-    missing, extra = {}, {}
+def _reaches_profile(module: str) -> bool:
+    """Whether a stage module imports profile code, directly or through the code it runs."""
+    return any(f.startswith(PROFILE_DIRS) for f in set().union(*(imports(ROOT, f) for f in closure(ROOT, module))))
+
+
+def test_every_stage_depends_on_its_code_fingerprint():
     for name, st in _stages():
-        module = st["cmd"].split()[2]  # python -m stages.<name> ...
-        code = _closure(module.replace(".", "/") + ".py")
-        listed = {d for d in st["deps"] if d.endswith(".py")}
-        if "selectbench/${profile}" in st["deps"]:
-            code = {f for f in code if not f.startswith(PROFILE_DIRS)}
-        if code - listed:
-            missing[name] = sorted(code - listed)
-        if listed - code:  # a stale code dep reruns the stage (and all below it) for nothing
-            extra[name] = sorted(listed - code)
-    assert not missing, f"dvc.yaml deps lack code the stage imports: {missing}"
-    assert not extra, f"dvc.yaml lists code the stage does not import: {extra}"
+        if name == "code":
+            continue
+        deps = [d.split()[0] for d in st["deps"]]
+        assert f"data/code/{name}.txt" in deps, name
+        # Listing a code file as well would be a second, stale route to the same rerun.
+        assert not [d for d in deps if d.endswith(".py")], name
+        assert ("selectbench/${profile}" in deps) == _reaches_profile(f"stages/{name}.py"), name
+
+
+def test_code_stage_fingerprints_every_stage_module():
+    stages = dict(_stages())
+    assert set(stage_modules(ROOT)) == set(stages) - {"code"}
+    assert set(stages["code"]["deps"]) == {"selectbench", "stages"} and stages["code"]["outs"] == ["data/code"]
+
+
+def _package(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_closure_known_answer(tmp_path):
+    """Absolute, relative and function-level imports are followed; `from pkg import mod` names a
+    module; __init__ files, profile code and third-party modules are left out."""
+    root = _package(tmp_path, {
+        "selectbench/__init__.py": "",
+        "selectbench/core/__init__.py": "",
+        "selectbench/core/a.py": "import numpy\nfrom . import b\n",
+        "selectbench/core/b.py": "def f():\n    from selectbench.core.c import g\n",
+        "selectbench/core/c.py": "from ..embedded import world\ng = 1\n",
+        "selectbench/core/unused.py": "",
+        "selectbench/embedded/__init__.py": "",
+        "selectbench/embedded/world.py": "",
+        "stages/__init__.py": "",
+        "stages/s.py": "from selectbench.core import a\n",
+        "stages/t.py": "import selectbench.core.b as b\n",
+    })
+    assert closure(root, "stages/s.py") == ["selectbench/core/a.py", "selectbench/core/b.py",
+                                            "selectbench/core/c.py", "stages/s.py"]
+    assert closure(root, "stages/t.py") == ["selectbench/core/b.py", "selectbench/core/c.py", "stages/t.py"]
+    assert "selectbench/embedded/world.py" in imports(root, "selectbench/core/c.py")
+    lines = fingerprint(root, closure(root, "stages/t.py")).splitlines()
+    b_md5 = hashlib.md5(b"def f():\n    from selectbench.core.c import g\n").hexdigest()
+    assert lines[0] == f"{b_md5}  selectbench/core/b.py"
+    assert [ln.split("  ")[1] for ln in lines] == closure(root, "stages/t.py")
+
+
+def test_an_edit_changes_only_the_fingerprints_that_hold_it(tmp_path):
+    root = _package(tmp_path, {"selectbench/__init__.py": "", "selectbench/x.py": "", "selectbench/y.py": "",
+                               "stages/__init__.py": "", "stages/s.py": "import selectbench.x\n",
+                               "stages/t.py": "import selectbench.y\n"})
+    before = {m: fingerprint(root, closure(root, f"stages/{m}.py")) for m in ("s", "t")}
+    (root / "selectbench/x.py").write_text("# an edit\n")
+    after = {m: fingerprint(root, closure(root, f"stages/{m}.py")) for m in ("s", "t")}
+    assert after["s"] != before["s"] and after["t"] == before["t"]
 
 
 def test_profiles_do_not_import_each_other():
     for p, other in (PROFILES, PROFILES[::-1]):
         for f in (ROOT / "selectbench" / p).rglob("*.py"):
-            bad = sorted(d for d in _imports(f) if d.startswith(f"selectbench/{other}/"))
+            bad = sorted(d for d in imports(ROOT, f.relative_to(ROOT).as_posix()) if d.startswith(f"selectbench/{other}/"))
             assert not bad, f"{f.relative_to(ROOT)} imports {bad}"
 
 

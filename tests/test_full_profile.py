@@ -50,7 +50,7 @@ def project(world, tmp_path_factory):
 
 def test_every_stage_runs_on_the_real_formats(project):
     d, ran = project
-    stages = {"check_params", "manifests", "download", "pool", "train_embedder", "embed", "train_generator", "corrupt",
+    stages = {"code", "check_params", "manifests", "download", "pool", "train_embedder", "embed", "train_generator", "corrupt",
               "train_judge_encoder", "train_judge_classifier",
               "tasks", "report"}
     stages |= {f"{s}@{k}" for s in ("curate", "shard", "describe") for k in SHIFTS}
@@ -169,7 +169,7 @@ def test_changed_external_data_reruns_the_stages_that_read_it(world, tmp_path_fa
     write_classes(d / "data/meta/classes.yaml")
     with inside(d):
         repo = Repo(".")
-        assert {s.addressing for s in repo.reproduce("pool")} == {"check_params", "manifests", "download", "pool"}
+        assert {s.addressing for s in repo.reproduce("pool")} == {"code", "check_params", "manifests", "download", "pool"}
         assert {s.addressing for s in repo.reproduce("pool")} == ALWAYS
         labels = root / "openimages/labels.csv"
         labels.write_text(labels.read_text() + "0000000000000004,verification,/m/aa,1\n")

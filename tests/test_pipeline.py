@@ -58,12 +58,13 @@ def test_editing_full_profile_code_reruns_nothing_in_the_embedded_profile(projec
     embedded default lists only selectbench/${profile} = selectbench/embedded, so none of its
     stages reruns; an edit of the embedded world reruns exactly the stages that read it."""
     d, repo, _ = project
+    # `code` reruns on any edit under selectbench/ or stages/; the fingerprints tell what else must.
     for f in ("selectbench/full/laion.py", "selectbench/full/pointer.py", "selectbench/full/vtab.py"):
         path = d / f
         text = path.read_text()
         path.write_text(text + "\n# an edit\n")
         try:
-            assert _names(repo.reproduce()) == ALWAYS, f
+            assert _names(repo.reproduce()) == {"code"} | ALWAYS, f
         finally:
             path.write_text(text)
     world = d / "selectbench/embedded/captions.py"
@@ -74,8 +75,27 @@ def test_editing_full_profile_code_reruns_nothing_in_the_embedded_profile(projec
     finally:
         world.write_text(text)
     # The three profile stages rerun; the pool is byte-identical, so nothing downstream does.
-    assert ran == {"download", "pool", "tasks"} | ALWAYS
-    assert _names(repo.reproduce()) <= {"download", "pool", "tasks"} | ALWAYS  # reverted: back to the locked code
+    assert ran == {"code", "download", "pool", "tasks"} | ALWAYS
+    assert _names(repo.reproduce()) <= {"code", "download", "pool", "tasks"} | ALWAYS  # reverted: the locked code
+
+
+def test_a_code_edit_reruns_exactly_the_stages_that_import_it(project):
+    """stats.py is imported by the report only, arrays.py by embed and every curate@, whose data
+    comes back byte-identical: nothing below them reruns but the report, which reads the new timing
+    records (reports/cost/) they write."""
+    d, repo, _ = project
+    for f, below in (("selectbench/evaluation/stats.py", set()), ("selectbench/core/arrays.py", {"report"})):
+        path = d / f
+        text = path.read_text()
+        path.write_text(text + "\n# an edit\n")
+        try:
+            ran = _names(repo.reproduce()) - {"code"} - ALWAYS
+        finally:
+            path.write_text(text)
+            reverted = _names(repo.reproduce())
+        importers = {p.stem for p in (d / "data/code").glob("*.txt") if f in p.read_text()}
+        assert {name.split("@")[0] for name in ran} == importers | below, f
+        assert reverted <= {"code"} | ran | ALWAYS, f  # back to the locked code: no other stage
 
 
 def test_changing_one_shift_reruns_only_its_chain(project):

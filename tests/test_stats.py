@@ -129,6 +129,33 @@ def test_bootstrap_rank():
     assert not flat.complete and stats.verdict(flat, 0.0, 0.5)[0] == stats.OPEN
 
 
+def test_bootstrap_rank_rows_match_the_scalar_spearman():
+    from selectbench.evaluation.accuracy import spearman
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 4, (50, 7)).astype(float)   # many ties
+    b = rng.normal(size=(50, 7))
+    keep = (np.ptp(a, 1) > 0) & (np.ptp(b, 1) > 0)
+    rows = stats._spearman_rows(a[keep], b[keep])
+    assert rows == pytest.approx([spearman(x, y) for x, y in zip(a[keep], b[keep])], abs=1e-12)
+
+    def reference(x, y, draws, seed):  # one draw at a time, as the interval is defined
+        rng, vals = np.random.default_rng(seed), []
+        for _ in range(draws):
+            s, r = rng.integers(0, len(y), len(y)), rng.integers(0, y.shape[1], y.shape)
+            xs, ys = x[s[:, None], r].mean(1), y[s[:, None], r].mean(1)
+            if np.ptp(xs) > 0 and np.ptp(ys) > 0:
+                vals.append(spearman(xs, ys))
+        return np.quantile(vals, [0.025, 0.975]) if len(vals) >= draws / 2 else [np.nan, np.nan]
+
+    x, y = rng.integers(0, 3, (6, 3)).astype(float), rng.normal(size=(6, 3))
+    iv = stats.bootstrap_rank(x, y, 400, 1)
+    assert [iv.lo, iv.hi] == pytest.approx(reference(x, y, 400, 1), abs=1e-12)
+    y[2, 1] = np.nan  # a missing value: the row-by-row path, same draws and same rule
+    iv = stats.bootstrap_rank(x, y, 400, 1)
+    assert [iv.lo, iv.hi] == pytest.approx(reference(x, y, 400, 1), abs=1e-12, nan_ok=True)
+
+
 def test_replicate_seeds_depend_on_the_name_only():
     seeds = {r: replicate_seed(0, r) for r in ("r1", "r2", "r3")}
     assert len(set(seeds.values())) == 3 and all(0 <= s < 2 ** 31 for s in seeds.values())

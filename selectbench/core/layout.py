@@ -13,8 +13,14 @@ PROJECT = Path(__file__).resolve().parents[2]  # the checkout, for code that run
 META = Path("data/meta")              # checked-in facts: classes.yaml, crowd vocabulary, mappings
 CLASSES = META / "classes.yaml"
 PARAMS_OK = Path("data/params.ok")
+CODE = Path("data/code")              # <stage>.txt: md5 and path of each file the stage's code imports (stages.code)
 MANIFESTS = Path("data/manifests")   # <group>.json: what external data each reading stage saw (stages.manifests)
 MANIFEST_HASHES = Path("data/tmp/manifest_hashes.json")  # metadata-file hashes by stat, so unchanged files are not reread
+
+
+def code(stage: str) -> Path:
+    """The fingerprint of the code `python -m stages.<stage>` runs: what the stage depends on for it."""
+    return CODE / f"{stage}.txt"
 
 
 def manifest(group: str) -> Path:

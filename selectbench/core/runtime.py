@@ -3,6 +3,7 @@ torch.distributed, DVCLive loggers, and the one-line error wrapper of every stag
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import os
 import random
@@ -32,6 +33,11 @@ def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:
             # An input an upstream stage should have written: say which, not a traceback.
             print(f"error: missing input {e.filename} (run `dvc repro` to build upstream stages)", file=sys.stderr)
             raise SystemExit(2) from None
+        finally:
+            if fn.__module__ == "__main__":
+                # The process ends here: spare it the exit-time collections over the ~10^6 objects torch
+                # and timm create (1.0-1.2 s per stage, measured); everything it writes is closed by now.
+                gc.freeze()
 
     return wrapper
 
