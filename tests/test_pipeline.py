@@ -176,3 +176,30 @@ def test_plots_and_metrics_diff_against_the_last_commit(project):
     assert changed["reports/metrics/in/data.json"]["images"]["new"] == 10 * p["shifts"]["in"]["per_class"]
     assert "reports/metrics/la_txt2img/data.json" not in changed  # untouched shift: no diff
     assert "reports/metrics/la_txt2img/r1.json" not in changed
+
+
+def test_an_empty_shift_and_empty_classes_are_reported_not_crashed(project):
+    """A shift that curates 0 images and one whose classes are mostly empty run through every stage:
+    training skips the empty one with its reason, the report lists it as untrained (never a zero or a
+    dropped row), and the sparse one names its empty classes."""
+    d, repo, _ = project
+    p = yaml.safe_load((d / "params.yaml").read_text())
+    p["shifts"]["empty"] = {**p["shifts"]["in"], "subsample": 0.0}
+    p["shifts"]["sparse"] = {**p["shifts"]["in"], "subsample": 0.05}  # a few images: most classes get none
+    write(p, d / "params.yaml")
+    ran = _names(repo.reproduce())
+    assert {f"{s}@{k}" for s in ("curate", "shard", "describe") for k in ("empty", "sparse")} <= ran
+    assert {f"{s}@{k}-{r}" for s in ("train", "evaluate") for k in ("empty", "sparse") for r in ("r1", "r2")} <= ran
+    assert "report" in ran
+    assert json.loads((d / "data/curated/empty/stats.json").read_text())["images"] == 0
+    sparse = json.loads((d / "data/curated/sparse/stats.json").read_text())
+    assert 0 < sparse["images"] and len(sparse["empty_classes"]) >= 5
+    for r in ("r1", "r2"):
+        assert yaml.safe_load((d / f"models/empty/{r}/args.yaml").read_text())["skipped"]
+        assert json.loads((d / f"reports/metrics/empty/{r}.json").read_text())["status"].startswith("not trained")
+        assert json.loads((d / f"reports/metrics/sparse/{r}.json").read_text())["status"] == "ok"
+    index = (d / "reports/results/index.md").read_text()
+    untrained = [ln for ln in index.splitlines() if ln.startswith("Missing or untrained:")]
+    assert untrained and "empty (" in untrained[0] and "sparse" not in untrained[0]
+    summary = json.loads((d / "reports/summary.json").read_text())
+    assert "sparse" in summary and summary["sparse"]["top1"]["n"] == 2
