@@ -33,7 +33,7 @@ def main(argv=None):
     out.mkdir(parents=True)
     names = stage_modules(ROOT)
     for name in names:
-        with atomic_path(out / f"{name}.txt") as tmp:
+        with atomic_path(out / layout.code(name).relative_to(layout.CODE)) as tmp:
             tmp.write_text(fingerprint(ROOT, closure(ROOT, f"stages/{name}.py")))
     print(f"code: fingerprints of {len(names)} stage modules -> {out}")
 

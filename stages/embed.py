@@ -24,8 +24,8 @@ from selectbench.models import embedder
 
 
 def _save(out: Path, kind: str, emb: np.ndarray, ids: list[str]) -> None:
-    atomic_save_npy(out / f"{kind}.npy", emb.astype(np.float16))
-    pd.DataFrame({"sample_id": ids}).to_parquet(out / f"{kind}.ids.parquet", index=False, compression="zstd")
+    atomic_save_npy(out / layout.embedding(kind).name, emb.astype(np.float16))
+    pd.DataFrame({"sample_id": ids}).to_parquet(out / layout.embedding_ids(kind).name, index=False, compression="zstd")
 
 
 def pool_embeddings(emb: embedder.Embedder, meta: pd.DataFrame, batch: int) -> tuple[np.ndarray, np.ndarray]:

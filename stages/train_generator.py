@@ -1,6 +1,8 @@
-"""train_generator: a small text-conditioned pixel-space diffusion model (diffusers UNet2DConditionModel)
-trained on the pool's image-caption pairs, conditioned on the embedder's text tower, the way Stable
-Diffusion conditions on CLIP text. Full profile: records the local Stable Diffusion weights to use."""
+"""train_generator: a small pixel-space diffusion model (diffusers UNet2DConditionModel) trained on the
+pool's image-caption pairs, conditioned on the embedder's text tower the way Stable Diffusion
+conditions on CLIP text, and on a share of items (generator.p_image) on the image's own CLIP
+embedding instead, the way the SD image-variations model does. Full profile: records the local
+Stable Diffusion and image-variations weights to use."""
 import argparse
 import shutil
 import time
@@ -34,15 +36,23 @@ def main(argv=None):
         model_dir = get(p, "generator.pretrained.model", str)
         if not Path(model_dir).exists():
             raise fail("generator.pretrained.model", f"directory not found: {model_dir}")
+        variation = get(p, "generator.pretrained.variation", (str, type(None)))
+        if variation is not None and not Path(variation).exists():
+            raise fail("generator.pretrained.variation", f"directory not found: {variation}")
         out.mkdir(parents=True)
-        write_json(out / "config.json", {"kind": "pretrained", "model": model_dir})
+        write_json(out / "config.json", {"kind": "pretrained", "model": model_dir, "variation": variation})
         layout.checkpoints("generator").mkdir(parents=True, exist_ok=True)
         record_pretrained("train_generator", model=model_dir)
         return
     steps = get(p, "generator.steps", int, lo=1)
     emb = embedder.load(layout.EMBEDDER)
     images = np.load(layout.POOL / "images.npy")
-    captions = pd.read_parquet(layout.POOL_META, columns=["caption"])["caption"].tolist()
+    meta = pd.read_parquet(layout.POOL_META, columns=["sample_id", "caption"])
+    captions = meta["caption"].tolist()
+    ids = pd.read_parquet(layout.embedding_ids("pool_img"))["sample_id"]
+    if not ids.equals(meta["sample_id"]):
+        raise fail(str(layout.embedding("pool_img")), "rows are not in the pool's order (rerun the embed stage)")
+    image_emb = np.load(layout.embedding("pool_img")).astype(np.float32)
 
     t = time.perf_counter()
     with live_logger("train_generator") as live:
@@ -54,6 +64,7 @@ def main(argv=None):
             images, captions, emb.text_hidden, emb.text_width, steps=steps,
             batch_size=get(p, "generator.batch_size", int, lo=1), lr=get(p, "generator.lr", float, lo=0.0),
             seed=get(p, "generator.seed", int), p_uncond=get(p, "generator.p_uncond", float, lo=0.0, hi=1.0),
+            image_emb=image_emb, p_image=get(p, "generator.p_image", float, lo=0.0, hi=1.0),
             unet_cfg=get(p, "generator.unet", dict), log=log, ckpt_dir=layout.checkpoints("generator"),
             ckpt_every=get(p, "generator.ckpt_every", int, lo=0))
     generator.save_generator(model, out)

@@ -207,7 +207,7 @@ def write_world(tmp: Path) -> World:
     cfg, weights = write_clip(root / "clip")
     laion = write_laion(root / "laion", E.load_pretrained(str(cfg), str(weights)))
     oi = write_openimages(root / "openimages")
-    sd, _ = write_tiny_sd(root / "sd")
+    sd, sdvar = write_tiny_sd(root / "sd")
     judges = write_judges(root / "judges")
     overrides = {
         "profile": "full",
@@ -222,7 +222,7 @@ def write_world(tmp: Path) -> World:
                                 "mapping_json": str(root / "openimages/mapping.json"),
                                 "images_dir": str(root / "openimages/images")}},
         "embedder": {"kind": "pretrained", "pretrained": {"model": str(cfg), "weights": str(weights)}},
-        "generator": {"kind": "pretrained", "pretrained": {"model": str(sd)}},
+        "generator": {"kind": "pretrained", "pretrained": {"model": str(sd), "variation": str(sdvar)}},
         "judge": {"kind": "pretrained", "pretrained": judges},
         "transfer": {"tasks": ["vtab_eurosat"], "vtab_root": str(root / "vtab"), "image_size": 32, "mode": "RGB",
                      "vtab_test_max": None},

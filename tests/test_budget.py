@@ -45,9 +45,28 @@ def test_draw_is_seeded_and_within_class():
     assert _counts(labels, a, 4) == [10] * 4
 
 
-def test_shuffle_keeps_counts_and_breaks_the_pairing():
+def test_shuffle_keeps_counts_and_gives_every_class_each_label_at_its_rate():
     labels = np.repeat(np.arange(10), 100)
     out = shuffle_labels(labels, seed=0)
     assert np.bincount(out).tolist() == [100] * 10
-    assert 0.05 < (out == labels).mean() < 0.2  # about 1/10 agree by chance
+    table = np.zeros((10, 10), int)
+    np.add.at(table, (labels, out), 1)
+    assert (table == 10).all()  # exactly, not only in expectation: 10% keep their true label
     assert shuffle_labels(labels, 0).tolist() == out.tolist()
+    assert shuffle_labels(labels, 1).tolist() != out.tolist()
+
+
+def test_shuffle_of_a_skewed_shift_is_within_one_item_of_independence():
+    labels = np.random.default_rng(1).choice(7, size=537, p=[.3, .2, .15, .15, .1, .06, .04])
+    out = shuffle_labels(labels, seed=3)
+    n = np.bincount(labels, minlength=7)
+    assert np.bincount(out, minlength=7).tolist() == n.tolist()
+    table = np.zeros((7, 7), int)
+    np.add.at(table, (labels, out), 1)
+    assert np.abs(table - np.outer(n, n) / len(labels)).max() < 1
+
+
+def test_shuffle_edge_cases():
+    assert shuffle_labels(np.array([3]), 0).tolist() == [3]
+    assert shuffle_labels(np.array([], dtype=np.int64), 0).tolist() == []
+    assert shuffle_labels(np.full(5, 2), 0).tolist() == [2] * 5

@@ -185,6 +185,7 @@ def test_kill_during_training_resumes_from_the_checkpoint(proj):
 
 def test_kill_during_generator_training_resumes_from_the_checkpoint(proj):
     d = proj
+    _dvc(d, "repro", "-q", "-s", "embed")  # the generator's image-variation condition: pool image embeddings
     ck = d / "checkpoints/generator"
 
     def mid_way():

@@ -55,6 +55,7 @@ def test_every_stage_runs_on_the_real_formats(project):
               "tasks", "report"}
     stages |= {f"{s}@{k}" for s in ("curate", "shard", "describe") for k in SHIFTS}
     stages |= {f"{s}@{k}-r1" for s in ("train", "evaluate") for k in SHIFTS}
+    stages |= {"transfer_baseline@r1"}
     assert ran == stages
 
 

@@ -45,6 +45,10 @@ def test_first_run_builds_everything(project):
     assert top1["n"] == 2 and top1["lo"] <= top1["mean"] <= top1["hi"] and set(top1["replicates"]) == {"r1", "r2"}
     found = yaml.safe_load((d / "reports/results/findings.json").read_text())
     assert found and all(f["verdict"] in ("holds", "does not hold", "inconclusive") and f["rule"] for f in found)
+    assert [f["control"] for f in found if f.get("control") == "transfer"] == ["transfer"]
+    for rep in ("r1", "r2"):  # the untrained network's transfer, paired with `in`'s by seed and test item
+        base = yaml.safe_load((d / f"reports/baseline/{rep}.json").read_text())
+        assert base["init"] == "random" and 0 <= base["transfer"]["mean"] <= 1
     assert len(list((d / "data/shards/in").glob("*.tar"))) >= 1
 
 

@@ -209,6 +209,26 @@ def test_no_controls_is_stated():
     assert "nothing shows that the harness can see data" in _controls_md([], DEC)[0]
 
 
+def _transfer(name, accs, seed):
+    sh = runs.Shift(name, None)
+    for i, a in enumerate(accs):
+        sh.evals[f"r{i + 1}"] = {"status": "ok"}
+        sh.items[f"r{i + 1}"] = {"transfer": _items(a, i, seed), "transfer_strata": np.repeat(np.arange(4), N // 4)}
+    return sh
+
+
+def test_transfer_validity_is_a_paired_control_against_random_init():
+    sh = {"in": _shift("in", [0.8, 0.8, 0.8], seed=1)}
+    for r, it in _transfer("in", [0.70, 0.71, 0.70], 5).items.items():
+        sh["in"].items[r].update(it)
+    better = {c["control"]: c for c in findings.controls(sh, DEC, 10, _transfer("random init", [0.60, 0.61, 0.60], 6))}
+    assert better["transfer"]["verdict"] == stats.HOLDS
+    assert better["transfer"]["effect"] == pytest.approx(0.10, abs=0.005)
+    worse = {c["control"]: c for c in findings.controls(sh, DEC, 10, _transfer("random init", [0.75, 0.76, 0.75], 6))}
+    assert worse["transfer"]["verdict"] == stats.FAILS and worse["transfer"]["claim"].startswith("Transfer validity")
+    assert [c["control"] for c in findings.controls(sh, DEC, 10, None)] == []  # no baseline: no claim
+
+
 def test_negative_control_with_one_replicate_is_inconclusive():
     sh = {"in_shuffled": _control("in_shuffled", [0.1], seed=3)}
     assert _checks(sh)["negative"]["verdict"] == stats.OPEN
@@ -262,6 +282,8 @@ def test_cost_table_shares_upstream_stages_among_their_users():
     assert c.loc["sd_txt2img", "compute_s"] == pytest.approx(30 + 5 + 90 / 3 + 100)
     assert c.loc["in", "bin"] == "high" and c.loc["la_txt2img", "bin"] == "low"
     assert c.loc["in", "labour_per_image"] == "expert label"
+    assert (c.loc["in", "judgements_lo"], c.loc["in", "judgements_hi"]) == (10, 30)
+    assert (c.loc["sd_txt2img", "judgements_lo"], c.loc["sd_txt2img", "judgements_hi"]) == (0, 0)
     assert not c.loc["in_shuffled", "pareto"]
     # a missing upstream record makes the compute unknown, never a silent undercount
     partial = tables.cost_table(runs_, ivs, {"train_embedder": {"wall_s": 90.0}})

@@ -57,6 +57,11 @@ def embedding(kind: str) -> Path:
     return EMBEDDINGS / f"{kind}.npy"
 
 
+def embedding_ids(kind: str) -> Path:
+    """The `sample_id` of each row of embedding(kind), in its order."""
+    return EMBEDDINGS / f"{kind}.ids.parquet"
+
+
 def judge(role: str) -> Path:
     """A judge model (`encoder`, `classifier`): scores shifts, never curates them."""
     return JUDGE / role
@@ -108,6 +113,12 @@ def items(shift: str, name: str) -> Path:
     """Per-test-item scores behind the metrics of replicate `name` (or `ssl`, describe's bank draws):
     what paired comparisons and test-set intervals are computed from."""
     return ITEMS / shift / f"{name}.npz"
+
+
+def random_init(rep: str) -> tuple[Path, Path]:
+    """(metrics record, item scores) of the transfer baseline of one replicate: the network shifts
+    train, from that replicate's initialisation without any training (stage transfer_baseline)."""
+    return Path("reports/baseline") / f"{rep}.json", Path("reports/baseline") / f"{rep}.npz"
 
 
 def samples(shift: str) -> Path:

@@ -1,5 +1,5 @@
-"""Strategies that generate images: text-to-image and image-to-image with the pipeline's
-diffusion model (embedded) or a local Stable Diffusion (full)."""
+"""Strategies that generate images: text-to-image and image variations (SELECT's "SD img2img")
+with the pipeline's diffusion model (embedded) or a local Stable Diffusion (full)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,29 +13,30 @@ from selectbench.curation.search import query_rows, shift_index
 from selectbench.evaluation.copies import near_copy
 
 
-def _generate(ctx: Context, cfg: Section, prompts: list[str], init: np.ndarray | None = None) -> np.ndarray:
-    """Images for the prompts (txt2img) or the init images + prompts (SDEdit img2img): the trained
+def _generate(ctx: Context, cfg: Section, prompts: list[str] | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+    """Images for the prompts (txt2img), or one image variation per base train row (rows): from
+    pure noise, conditioned on that image's CLIP embedding, never on its pixels. The trained
     generator in the embedded profile, a local Stable Diffusion in the full one (at the base
     images' size, RGB)."""
     from selectbench.models import generator, sampling, sd
 
     common = dict(seed=cfg.get("seed", int), steps=cfg.get("steps", int, lo=1),
-                  guidance=cfg.get("guidance", float, lo=0.0),
+                  guidance=cfg.get("guidance", float, lo=0.0), scheduler=cfg.get("scheduler", str, choices=("ddim", "unipc")),
                   batch_size=cfg.get("batch_size", int, lo=1), resume_dir=ctx.tmp_dir / "generate" / cfg.key)
-    scheduler = cfg.get("scheduler", str, choices=("ddim", "unipc")) if init is None else "ddim"
-    strength = cfg.get("strength", float, lo=0.0, hi=1.0) if init is not None else None
     model_cfg = read_json(ctx.root / layout.GENERATOR / "config.json")
     if model_cfg.get("kind") == "pretrained":
-        pipe = sd.load_sd_pipeline(model_cfg["model"], "txt2img" if init is None else "img2img")
         size = int(ctx.train_images.shape[1])
-        extra = {"prompts": prompts, "strength": strength} if init is not None else {}
-        out = sd.generate_sd(pipe, prompts if init is None else list(init), size=size, scheduler=scheduler,
-                                    **common, **extra)
+        if rows is None:
+            pipe = sd.load_sd_pipeline(model_cfg["model"], "txt2img")
+            out = sd.generate_sd(pipe, prompts, size=size, **common)
+        else:
+            pipe = sd.load_sd_pipeline(model_cfg["variation"], "variation")
+            out = sd.generate_sd(pipe, list(ctx.train_images[rows]), size=size, **common)
         return np.stack([np.asarray(im, dtype=np.uint8) for im in out])
     model = generator.load_generator(ctx.root / layout.GENERATOR)
-    if init is None:
-        return sampling.txt2img(model, ctx.embedder.text_hidden, prompts, scheduler=scheduler, **common)
-    return sampling.img2img(model, ctx.embedder.text_hidden, init, prompts, strength=strength, **common)
+    if rows is None:
+        return sampling.txt2img(model, ctx.embedder.text_hidden, prompts, **common)
+    return sampling.variation(model, ctx.embedder.text_hidden, ctx.emb("train_img")[rows], **common)
 
 
 def _prompts(ctx: Context, cfg: Section, labels: np.ndarray) -> list[str]:
@@ -58,7 +59,7 @@ def curate_sd_txt2img(ctx: Context, cfg: Section) -> Curated:
 def curate_sd_img2img(ctx: Context, cfg: Section) -> Curated:
     q = query_rows(ctx, cfg)
     labels = ctx.train["labels"][q]
-    images = _generate(ctx, cfg, _prompts(ctx, cfg, labels), init=np.asarray(ctx.train_images[q]))
+    images = _generate(ctx, cfg, rows=np.asarray(q))
     rows = np.arange(len(q))
     idx = shift_index(ctx, "generated", rows, labels, np.ones(len(rows)))
     idx["condition"] = [f"{ctx.base_name}_train:{r}" for r in q]

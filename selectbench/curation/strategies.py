@@ -79,13 +79,19 @@ def single_mention(mentions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows, mentions[rows].argmax(1)
 
 
+def caption_similarity(mentions: np.ndarray, caption_emb: np.ndarray,
+                       definition_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LAIONet's candidates, captions naming one class: (rows, class, caption-definition cosine)."""
+    rows, labels = single_mention(mentions)
+    return rows, labels, np.einsum("nd,nd->n", unit_rows(caption_emb[rows]), unit_rows(definition_emb)[labels])
+
+
 def text_filter(mentions: np.ndarray, caption_emb: np.ndarray, definition_emb: np.ndarray,
                 threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LAIONet: one class named, and caption-definition cosine similarity >= threshold."""
     if not -1.0 <= threshold <= 1.0:
         raise UserError(f"curation.clip_threshold: must be in [-1, 1], got {threshold}")
-    rows, labels = single_mention(mentions)
-    sims = np.einsum("nd,nd->n", unit_rows(caption_emb[rows]), unit_rows(definition_emb)[labels])
+    rows, labels, sims = caption_similarity(mentions, caption_emb, definition_emb)
     keep = sims >= threshold
     return rows[keep], labels[keep], sims[keep].astype(np.float32)
 

@@ -17,12 +17,13 @@ UPSTREAM = {
 }
 REBALANCE = ("train_embedder", "embed")
 
-# strategy -> human labour per curated image (None: none). `balanced` stands for expert curation
-# (every image labelled by an expert, ImageNet-style); `schema_map` for crowd labels kept only
-# where a human verified them (OpenImages' verified image-level labels).
+# strategy -> (human labour per curated image, (low, high) human yes/no judgements per kept image);
+# absent: none. `balanced` stands for expert curation (ImageNet-style votes on search candidates:
+# ~10 candidates per kept image, 1-3 votes each); `schema_map` for crowd labels kept only where a
+# human verified the machine-proposed label (one judgement). Sources and arithmetic: docs/labour.md.
 LABOUR = {
-    "balanced": "expert label",
-    "schema_map": "crowd verification",
+    "balanced": ("expert label", (10, 30)),
+    "schema_map": ("crowd verification", (1, 1)),
 }
 
 

@@ -63,21 +63,25 @@ def evaluate_run(p: dict, shift: str, rep: str) -> tuple[dict, dict[str, np.ndar
                                          for s in sorted(set(sets))}
             # Which classes each restricted set was scored over (its published ones the run has).
             out["natural"]["scored_classes"] = {s: c for s, c in scored.items() if (sets == s).any()}
-        tcfg = get(p, "transfer", dict)
-        accs, ns, per_task, t_items, t_strata = [], [], {}, [], []
-        for i, task in enumerate(tcfg["tasks"]):
-            d = np.load(layout.task(task))
-            correct = E.finetune(model, d["train_x"], d["train_y"], d["test_x"], d["test_y"],
-                                 int(d["train_y"].max()) + 1, tcfg, cfg, seed)
-            acc = float(correct.mean())
-            lo, hi = accuracy.binomial_ci(int(correct.sum()), len(correct))
-            per_task[task] = {"top1": acc, "ci95": [float(lo), float(hi)], "n": int(len(correct))}
-            accs.append(acc)
-            ns.append(len(correct))
-            t_items.append(correct)
-            t_strata.append(np.full(len(correct), i))
-        mean, lo, hi = accuracy.mean_accuracy_ci(accs, ns)
-        out["transfer"] = {"mean": float(mean), "ci95": [float(lo), float(hi)], "tasks": per_task}
-        if t_items:
-            items["transfer"], items["transfer_strata"] = np.concatenate(t_items), np.concatenate(t_strata)
+        out["transfer"], t_items = transfer(model, get(p, "transfer", dict), cfg, seed)
+        items.update(t_items)
     return out, items
+
+
+def transfer(model, tcfg: dict, train_cfg: dict, seed: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """SELECT's transfer protocol over the tasks of `tcfg`: (the metrics record, item scores
+    `transfer` bool [N] and `transfer_strata` int [N], one stratum per task)."""
+    accs, ns, per_task, t_items, t_strata = [], [], {}, [], []
+    for i, task in enumerate(tcfg["tasks"]):
+        d = np.load(layout.task(task))
+        correct = E.finetune(model, d["train_x"], d["train_y"], d["test_x"], d["test_y"],
+                             int(d["train_y"].max()) + 1, tcfg, train_cfg, seed)
+        lo, hi = accuracy.binomial_ci(int(correct.sum()), len(correct))
+        per_task[task] = {"top1": float(correct.mean()), "ci95": [float(lo), float(hi)], "n": int(len(correct))}
+        accs.append(float(correct.mean()))
+        ns.append(len(correct))
+        t_items.append(correct)
+        t_strata.append(np.full(len(correct), i))
+    mean, lo, hi = accuracy.mean_accuracy_ci(accs, ns)
+    items = {"transfer": np.concatenate(t_items), "transfer_strata": np.concatenate(t_strata)} if t_items else {}
+    return {"mean": float(mean), "ci95": [float(lo), float(hi)], "tasks": per_task}, items

@@ -4,7 +4,9 @@ Stable Diffusion pipelines (full profile), both with per-item seeding and batch-
 Embedded profile: 28x28 grayscale images are padded to a 32x32 canvas (background value) and
 folded 2x2 into 4 channels at 16x16 (space-to-depth, lossless), so a diffusers
 UNet2DConditionModel runs at a quarter of the spatial cost; conditioning is the token-level
-hidden states of a text encoder passed in as `encode_prompts(list[str]) -> [B, L, W]`."""
+hidden states of a text encoder passed in as `encode_prompts(list[str]) -> [B, L, W]`, or, for
+image variations (SELECT's SD img2img), an image's CLIP embedding through a learned projection,
+as the Stable Diffusion image-variations model conditions on its CLIP image embedding."""
 from __future__ import annotations
 
 import ctypes
@@ -23,7 +25,7 @@ from selectbench.core.io import read_json, write_json
 from selectbench.core.runtime import derive_seed
 
 FORMAT = "selectbench-generator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 IMAGE_SIZE = 28
 CANVAS = 32
 PAD = (CANVAS - IMAGE_SIZE) // 2
@@ -89,10 +91,11 @@ def tune_cpu_allocator() -> None:
 class Generator(torch.nn.Module):
     """A UNet2DConditionModel on the folded canvas plus what sampling needs to know about it."""
 
-    def __init__(self, unet, config: dict):
+    def __init__(self, unet, config: dict, image_proj: torch.nn.Linear | None = None):
         super().__init__()
         self.unet = unet
         self.config = dict(config)
+        self.image_proj = image_proj
 
     @property
     def patch(self) -> int:
@@ -101,6 +104,16 @@ class Generator(torch.nn.Module):
     @property
     def cond_dim(self) -> int:
         return int(self.config["cond_dim"])
+
+    def image_tokens(self, emb: torch.Tensor, length: int) -> torch.Tensor:
+        """Image embeddings [B, D] -> a condition [B, length, W] of one token repeated: attention
+        over identical keys equals attention over that one token, and the text's shape is kept so
+        text and image conditions share a batch."""
+        if self.image_proj is None:
+            raise fail("generator", "was trained without image conditioning (config image_dim is null)")
+        if emb.ndim != 2 or emb.shape[1] != self.image_proj.in_features:
+            raise fail("image_emb", f"expected [N, {self.image_proj.in_features}], got {tuple(emb.shape)}")
+        return self.image_proj(emb)[:, None, :].expand(-1, length, -1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x: [B, 1, 32, 32] canvas in [-1, 1]; returns the model output on the same canvas."""
@@ -131,11 +144,14 @@ def _unet_kwargs(cond_dim: int, unet_cfg: dict | None) -> tuple[int, dict]:
     return patch, kw
 
 
-def build_generator(cond_dim: int, unet_cfg: dict | None = None, *, seed: int = 0) -> Generator:
+def build_generator(cond_dim: int, unet_cfg: dict | None = None, *, image_dim: int | None = None,
+                    seed: int = 0) -> Generator:
     from diffusers import UNet2DConditionModel
 
     if not isinstance(cond_dim, int) or cond_dim < 1:
         raise fail("cond_dim", f"must be a positive int, got {cond_dim!r}")
+    if image_dim is not None and (not isinstance(image_dim, int) or image_dim < 1):
+        raise fail("image_dim", f"must be a positive int or None, got {image_dim!r}")
     patch, kw = _unet_kwargs(cond_dim, unet_cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init", 0))
@@ -143,15 +159,20 @@ def build_generator(cond_dim: int, unet_cfg: dict | None = None, *, seed: int = 
             unet = UNet2DConditionModel(**kw)
         except (TypeError, ValueError, RuntimeError) as e:
             raise fail("unet_cfg", f"diffusers rejected the UNet config: {e}") from None
+        proj = torch.nn.Linear(image_dim, cond_dim) if image_dim is not None else None
     config = {"format": FORMAT, "version": FORMAT_VERSION, "image_size": IMAGE_SIZE, "canvas": CANVAS,
-              "patch": patch, "cond_dim": int(cond_dim), "noise": dict(NOISE)}
-    return Generator(unet, config)
+              "patch": patch, "cond_dim": int(cond_dim), "image_dim": image_dim, "noise": dict(NOISE)}
+    return Generator(unet, config, proj)
 
 
 def save_generator(model: Generator, out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.unet.save_pretrained(out / "unet", safe_serialization=True)
+    if model.image_proj is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.image_proj.state_dict().items()}, out / "image_proj.safetensors")
     write_json(out / "config.json", model.config)
     return out
 
@@ -169,7 +190,13 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
                         f"expected {FORMAT!r} v{FORMAT_VERSION}")
     # low_cpu_mem_usage needs `accelerate`, which is not a dependency; this model is small.
     unet = UNet2DConditionModel.from_pretrained(path / "unet", use_safetensors=True, low_cpu_mem_usage=False)
-    return Generator(unet, config).to(device).eval()
+    proj = None
+    if config.get("image_dim") is not None:
+        from safetensors.torch import load_file
+
+        proj = torch.nn.Linear(int(config["image_dim"]), int(config["cond_dim"]))
+        proj.load_state_dict(load_file(path / "image_proj.safetensors"))
+    return Generator(unet, config, proj).to(device).eval()
 
 
 def _check_images(images, key: str = "images") -> np.ndarray:

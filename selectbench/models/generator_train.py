@@ -57,6 +57,7 @@ class _Batches:
 
 def train_generator(images: np.ndarray, captions: Sequence[str], encode_prompts: Callable, cond_dim: int, *,
                     steps: int, batch_size: int, lr: float, seed: int, p_uncond: float = 0.1,
+                    image_emb: np.ndarray | None = None, p_image: float = 0.0,
                     unet_cfg: dict | None = None, log: Callable[[int, float], None] | None = None,
                     ckpt_dir: str | os.PathLike | None = None, ckpt_every: int = 0,
                     device: str | torch.device = "cpu") -> Generator:
@@ -66,6 +67,10 @@ def train_generator(images: np.ndarray, captions: Sequence[str], encode_prompts:
     from one permutation per epoch seeded by (seed, epoch), so a run resumed from a checkpoint
     (weights, AdamW state, step, torch RNG) ends with the same weights as an uninterrupted one.
     `log(step, loss)` gets the 0-based index of the step just taken.
+
+    image_emb [N, D]: each image's CLIP embedding; with it, an item is conditioned on its own image
+    embedding (through the model's learned projection) instead of its caption with probability
+    p_image, so one model serves text-to-image and image variations. p_uncond then drops either.
     """
     images = _check_images(images)
     captions = _check_texts(captions, len(images), "captions")
@@ -77,11 +82,22 @@ def train_generator(images: np.ndarray, captions: Sequence[str], encode_prompts:
         raise fail("lr", f"must be > 0, got {lr!r}")
     if not (isinstance(p_uncond, (int, float)) and 0 <= p_uncond <= 1):
         raise fail("p_uncond", f"must be in [0, 1], got {p_uncond!r}")
+    if not (isinstance(p_image, (int, float)) and 0 <= p_image <= 1):
+        raise fail("p_image", f"must be in [0, 1], got {p_image!r}")
+    if image_emb is not None:
+        if not isinstance(image_emb, np.ndarray) or image_emb.ndim != 2 or len(image_emb) != len(images):
+            got = getattr(image_emb, "shape", type(image_emb).__name__)
+            raise fail("image_emb", f"expected a float array [{len(images)}, D], got {got}")
+        if not np.isfinite(image_emb).all():
+            raise fail("image_emb", "has non-finite values")
+    elif p_image > 0:
+        raise fail("p_image", "is above 0 but no image embeddings were given")
     tune_cpu_allocator()
     flush_denormal()
     device = torch.device(device)
 
-    model = build_generator(cond_dim, unet_cfg, seed=seed).to(device).train()
+    image_dim = int(image_emb.shape[1]) if image_emb is not None else None
+    model = build_generator(cond_dim, unet_cfg, image_dim=image_dim, seed=seed).to(device).train()
     noise_sched = _noise_scheduler(model, "ddpm")
     n_train_t = int(model.config["noise"]["num_train_timesteps"])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -90,16 +106,17 @@ def train_generator(images: np.ndarray, captions: Sequence[str], encode_prompts:
     uniq = sorted(set(captions))
     table_bytes = len(uniq) * uncond.shape[1] * cond_dim * 4
     fingerprint = _sha({"seed": seed, "steps": steps, "batch_size": batch_size, "lr": float(lr),
-                        "p_uncond": float(p_uncond), "config": model.config,
+                        "p_uncond": float(p_uncond), "p_image": float(p_image), "config": model.config,
                         # Private diffusers keys left out: `_use_default_values` lists a set in the
                         # process's string-hash order, so no checkpoint matched in a new process.
                         "unet": {k: v for k, v in model.unet.config.items() if not k.startswith("_")}},
-                       images, captions, _encode(encode_prompts, ["", uniq[0]], cond_dim, "cpu"))
+                       images, captions, _encode(encode_prompts, ["", uniq[0]], cond_dim, "cpu"),
+                       image_emb if image_emb is not None else "no image embeddings")
 
     start = 0
     state = checkpoint.load(ckpt_dir, fingerprint, "generator") if ckpt_dir is not None else None
     if state is not None:
-        model.unet.load_state_dict(state["model"], strict=True)
+        model.load_state_dict(state["model"], strict=True)
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
@@ -114,6 +131,7 @@ def train_generator(images: np.ndarray, captions: Sequence[str], encode_prompts:
         where = {c: i for i, c in enumerate(uniq)}
         cap_idx = torch.tensor([where[c] for c in captions])
     canvas = _to_canvas(images)
+    img_emb = torch.from_numpy(np.ascontiguousarray(image_emb, dtype=np.float32)) if image_emb is not None else None
     batches = _Batches(len(images), seed)
 
     for step in range(start, steps):
@@ -127,6 +145,10 @@ def train_generator(images: np.ndarray, captions: Sequence[str], encode_prompts:
             cond = table[cap_idx[idx].to(device)]
         else:
             cond = _encode(encode_prompts, [captions[int(i)] for i in idx], cond_dim, device)
+        if img_emb is not None:
+            # Drawn after `drop`, so a run without image embeddings keeps its random stream.
+            pick = (torch.rand(batch_size, generator=g) < p_image).to(device)
+            cond = torch.where(pick[:, None, None], model.image_tokens(img_emb[idx].to(device), cond.shape[1]), cond)
         cond = torch.where(drop[:, None, None], uncond.expand_as(cond), cond)
 
         xt = noise_sched.add_noise(x0, noise, t)
@@ -142,7 +164,7 @@ def train_generator(images: np.ndarray, captions: Sequence[str], encode_prompts:
         done = step + 1
         # Saved before log() so a failure raised from logging never loses the step.
         if ckpt_dir is not None and ((ckpt_every and done % ckpt_every == 0) or done == steps):
-            checkpoint.save(ckpt_dir, fingerprint, model=model.unet.state_dict(), optimizer=opt.state_dict(),
+            checkpoint.save(ckpt_dir, fingerprint, model=model.state_dict(), optimizer=opt.state_dict(),
                             step=done, torch_rng=torch.get_rng_state())
         if log is not None:
             log(step, float(loss.detach()))

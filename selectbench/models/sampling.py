@@ -1,5 +1,6 @@
-"""Sampling the small diffusion model: DDIM / UniPC, classifier-free guidance, SDEdit img2img,
-seeded per image so outputs do not depend on batching."""
+"""Sampling the small diffusion model: DDIM / UniPC, classifier-free guidance; text-to-image, image
+variations (from pure noise, conditioned on an image embedding) and SDEdit img2img, seeded per
+image so outputs do not depend on batching."""
 from __future__ import annotations
 
 import os
@@ -89,9 +90,11 @@ def _run_batches(n: int, batch_size: int, make: Callable[[int, int], np.ndarray]
     return out
 
 
-def _denoise(model: Generator, encode_prompts, prompts: list[str], init: np.ndarray | None, *, seed: int,
+def _denoise(model: Generator, encode_prompts, prompts: list[str] | None, init: np.ndarray | None, *, seed: int,
              steps: int, guidance: float, scheduler: str, strength: float, batch_size: int, progress: bool,
-             resume_dir, device) -> np.ndarray:
+             resume_dir, device, image_emb: torch.Tensor | None = None) -> np.ndarray:
+    """prompts condition on text; image_emb [N, D] (prompts None) conditions on image embeddings
+    from pure noise (image variations); init (with prompts) starts SDEdit from those images."""
     if scheduler not in SAMPLERS:
         raise fail("scheduler", f"unknown value {scheduler!r}; allowed: {', '.join(SAMPLERS)}")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -129,7 +132,11 @@ def _denoise(model: Generator, encode_prompts, prompts: list[str], init: np.ndar
             if hasattr(sched, "set_begin_index"):
                 sched.set_begin_index(t_start * order)
             x = sched.add_noise(x0, noise, timesteps[:1].repeat(b))
-        cond = _encode(encode_prompts, prompts[start:end], cond_dim, device)
+        if image_emb is not None:
+            with torch.no_grad():
+                cond = model.image_tokens(image_emb[start:end].to(device), uncond.shape[1])
+        else:
+            cond = _encode(encode_prompts, prompts[start:end], cond_dim, device)
         if cond.shape[1] != uncond.shape[1]:
             raise fail("encode_prompts", f"returned {cond.shape[1]} tokens for prompts, {uncond.shape[1]} for ''")
         emb = torch.cat([uncond.expand_as(cond), cond]) if use_cfg else cond
@@ -143,15 +150,17 @@ def _denoise(model: Generator, encode_prompts, prompts: list[str], init: np.ndar
                 x = sched.step(out, t, x, return_dict=False)[0]
         return _from_canvas(x)
 
-    kind = "img2img" if init is not None else "txt2img"
+    kind = "variation" if image_emb is not None else "img2img" if init is not None else "txt2img"
+    n = len(image_emb) if image_emb is not None else len(prompts)
     fp = {}
     if resume_dir is not None:
         fp = {"kind": kind, "seed": seed, "steps": steps, "guidance": float(guidance), "scheduler": scheduler,
               "batch_size": batch_size, "strength": float(strength) if init is not None else None,
-              "config": model.config, "weights": _weights_sha(model.unet), "prompts": _sha(prompts),
+              "config": model.config, "weights": _weights_sha(model), "prompts": _sha(prompts or []),
               "images": _sha(init) if init is not None else None,
-              "encoder": _sha(_encode(encode_prompts, ["", prompts[0]], cond_dim, "cpu"))}
-    parts = _run_batches(len(prompts), batch_size, make, resume_dir=resume_dir, fingerprint=fp,
+              "image_emb": _sha(image_emb) if image_emb is not None else None,
+              "encoder": _sha(_encode(encode_prompts, ["", *(prompts or [])[:1]], cond_dim, "cpu"))}
+    parts = _run_batches(n, batch_size, make, resume_dir=resume_dir, fingerprint=fp,
                          progress=progress, desc=kind)
     return np.concatenate(parts)
 
@@ -181,3 +190,18 @@ def img2img(model: Generator, encode_prompts: Callable, images: np.ndarray, prom
     return _denoise(model, encode_prompts, prompts, images, seed=_check_seed(seed), steps=steps,
                     guidance=guidance, scheduler=scheduler, strength=float(strength), batch_size=batch_size,
                     progress=progress, resume_dir=resume_dir, device=device)
+
+
+def variation(model: Generator, encode_prompts: Callable, image_emb: np.ndarray, *, seed: int, steps: int = 20,
+              guidance: float = 3.0, scheduler: str = "ddim", batch_size: int = 256, progress: bool = True,
+              resume_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> np.ndarray:
+    """Image variations: one new image per image embedding [N, D], from pure noise, conditioned on
+    the embedding alone (the source pixels are never read) -> uint8 [N, 28, 28]; item i is seeded
+    by (seed, i). encode_prompts gives only the unconditional ("") condition for guidance."""
+    if not isinstance(image_emb, np.ndarray) or image_emb.ndim != 2 or len(image_emb) == 0:
+        got = getattr(image_emb, "shape", type(image_emb).__name__)
+        raise fail("image_emb", f"expected a non-empty float array [N, D], got {got}")
+    emb = torch.from_numpy(np.ascontiguousarray(image_emb, dtype=np.float32))
+    return _denoise(model, encode_prompts, None, None, seed=_check_seed(seed), steps=steps, guidance=guidance,
+                    scheduler=scheduler, strength=1.0, batch_size=batch_size, progress=progress,
+                    resume_dir=resume_dir, device=device, image_emb=emb)

@@ -217,7 +217,11 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
     (out / "utility.tex").write_text(util[[c for c in ucols] + [f"{c}_{k}" for c in ucols for k in ("lo", "hi")]]
                                      .to_latex(float_format="%.3f", na_rep="missing"))
     (out / "datasets.tex").write_text(data.to_latex(float_format="%.3f", na_rep="missing"))
-    checks = findings.controls(runs, dec, len(cls.names))
+    checks = findings.controls(runs, dec, len(cls.names), R.random_init(replicates(p)))
+    # A transfer score ranks shifts only if `in` beats random initialisation on it in this run.
+    transfer_ok = any(c["control"] == "transfer" and c["verdict"] == stats.HOLDS for c in checks)
+    if not transfer_ok:
+        marks["transfer"] = {"best": None, "tied": []}
     found = findings.findings(runs, dec, cls.names, cls.confusable)
     # The truth-free noise estimate enters a ranking only if it passed its validation in this run.
     noise_ok = any(f["claim"].startswith(NOISE_VALIDATION) and f["verdict"] == stats.HOLDS for f in found)
@@ -238,6 +242,10 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
              "†: tied with the highest mean (their paired interval reaches 0); then no shift is marked best.", "",
              tables.markdown(util, ucols, cells, marks), "",
              *(["Tied for best: " + "; ".join(tied) + ".", ""] if tied else []),
+             *([] if transfer_ok else [
+                 "transfer: **unvalidated**. In this run `in`'s models do not transfer better than the same networks "
+                 "from random initialisation (Controls), so the column does not show what a shift's data taught its "
+                 "model; no shift is marked best on it.", ""]),
              "mCE_vs_in and spearman_vs_in compare each replicate with `in`'s replicate of the same seed.", "",
              "## Dataset-side metrics (no model: one value per shift)", "",
              "Computed by the judges below, which curation never uses. "
@@ -369,17 +377,23 @@ def _judges_md(runs: dict) -> list[str]:
 def _cost_md(cost) -> list[str]:
     lines = ["Compute: the shift's curation, the mean training wall time of its replicates and an equal share of each "
              "upstream stage it needs (embedder training, embedding, generator training) among the shifts of this run "
-             "that need it; seconds on this machine. Labour: the human work each curated image assumes; bin high when "
-             "there is any (SELECT bins cost low/high). Labour is counted, not priced: converting it to seconds or "
-             "dollars needs published per-label times, not yet sourced. Pareto: no other shift has both less compute "
+             "that need it; seconds on this machine. Labour: the human work each curated image assumes and the human "
+             "yes/no judgements it takes per kept image (a range from published labelling procedures, docs/labour.md); "
+             "bin high when there is any (SELECT bins cost low/high). Labour is counted, not priced: the "
+             "per-judgement times found so far are second-hand (docs/labour.md). Pareto: no other shift has both less compute "
              "and a higher mean top-1 (controls excluded).", "",
-             "| shift | compute s | curate s | train s | upstream share s | upstream | labour per image | bin | Pareto |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| shift | compute s | curate s | train s | upstream share s | upstream | labour per image "
+             "| judgements per image | bin | Pareto |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s, r in cost.iterrows():
         lines.append(f"| {s} | {tables._fmt(r['compute_s'], 1)} | {tables._fmt(r['curate_s'], 1)} | "
                      f"{tables._fmt(r['train_s'], 1)} | {tables._fmt(r['upstream_share_s'], 1)} | {r['upstream']} | "
-                     f"{r['labour_per_image']} | {r['bin']} | {'control' if r['control'] else ('yes' if r['pareto'] else '')} |")
+                     f"{r['labour_per_image']} | {_range(r['judgements_lo'], r['judgements_hi'])} | {r['bin']} | {'control' if r['control'] else ('yes' if r['pareto'] else '')} |")
     return lines
+
+
+def _range(lo, hi) -> str:
+    return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
 
 
 def _floor_md(floor) -> str:

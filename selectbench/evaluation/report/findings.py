@@ -80,11 +80,21 @@ EQUIV_RULE = ("top-1 (balanced over classes, chance = 1/classes), {c:.0%} interv
               "holds if it lies inside chance +- {m:g}, does not hold if it lies wholly outside, else inconclusive")
 
 
-def controls(runs: dict[str, Shift], dec: Decision, num_classes: int) -> list[dict]:
+TRANSFER_VALIDITY = "Transfer validity"
+
+
+def controls(runs: dict[str, Shift], dec: Decision, num_classes: int, baseline: Shift | None = None) -> list[dict]:
     """The checks that the harness can see data at all, each a claim that must hold:
     positive - a shift beats its own data-quantity fraction (`<shift>_q<pct>`) on base top-1, paired;
-    negative - a shift trained on shuffled labels scores at chance, within the margin."""
+    negative - a shift trained on shuffled labels scores at chance, within the margin;
+    transfer - `in`'s models transfer better than the same networks from random initialisation
+    (`baseline`), paired: otherwise the transfer metric does not see the pretraining data."""
     out = []
+    if baseline is not None and "in" in runs:
+        rec = _diff_claim(f"{TRANSFER_VALIDITY}: in's models transfer better than the same networks from random "
+                          "initialisation (transfer mean)", [_diff({**runs, "random init": baseline}, "in",
+                                                                   "random init", "transfer", dec)], dec)
+        out.append({**rec, "control": "transfer"})
     for s in runs:
         parent = s.rsplit("_q", 1)[0] if "_q" in s else None
         if parent in runs and not runs[parent].control:

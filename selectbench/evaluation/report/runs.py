@@ -83,6 +83,17 @@ def upstream_costs() -> dict[str, dict]:
     return {st: c for st in UPSTREAM_STAGES if (c := _json(layout.cost(st))) is not None}
 
 
+def random_init(reps: list[str]) -> Shift | None:
+    """The transfer baseline (stage transfer_baseline): the untrained network, scored like a shift
+    on transfer only; None when no replicate of it ran."""
+    sh = Shift("random init", None)
+    for r in reps:
+        record, scores = layout.random_init(r)
+        sh.evals[r] = _json(record)
+        sh.items[r] = _npz(scores)
+    return sh if sh.trained else None
+
+
 def load(shifts: list[str], reps: list[str]) -> dict[str, Shift]:
     out = {}
     for s in shifts:

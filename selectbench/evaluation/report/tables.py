@@ -145,7 +145,8 @@ def pareto(cost: np.ndarray, utility: np.ndarray) -> np.ndarray:
 def cost_table(runs: dict[str, Shift], ivs: dict, shared: dict[str, dict]) -> pd.DataFrame:
     """Per shift: measured compute (its curation, the mean training wall time of its replicates and
     an equal share of every upstream stage it needs among the shifts of this run that need it),
-    the human labour it assumes per image, the low/high bin (high: any human labour per image) and
+    the human labour it assumes per image and its yes/no judgements per kept image (docs/labour.md),
+    the low/high bin (high: any human labour per image) and
     whether it lies on the top-1-for-compute Pareto frontier (controls excluded)."""
     from selectbench.curation.upstream import LABOUR, upstream
 
@@ -164,11 +165,12 @@ def cost_table(runs: dict[str, Shift], ivs: dict, shared: dict[str, dict]) -> pd
         share = sum(shared[u]["wall_s"] / users[u] for u in ups if u in shared)
         curate = sh.costs.get("curate", {}).get("wall_s", np.nan)
         train = float(np.mean(train_s)) if train_s else np.nan
-        labour = LABOUR.get(d.get("strategy")) if "strategy" in d else None
+        labour, (lo, hi) = LABOUR.get(d.get("strategy"), (None, (0, 0))) if "strategy" in d else (None, (0, 0))
         iv = ivs.get(s, {}).get("top1")
         rows.append({"shift": s, "compute_s": np.nan if missing else curate + train + share, "curate_s": curate,
                      "train_s": train, "upstream_share_s": share, "upstream": "+".join(ups) or "none",
-                     "labour_per_image": labour or "none", "bin": "high" if labour else "low",
+                     "labour_per_image": labour or "none", "judgements_lo": lo, "judgements_hi": hi,
+                     "bin": "high" if labour else "low",
                      "top1": np.nan if iv is None else iv.mean, "control": sh.control})
     df = pd.DataFrame(rows).set_index("shift")
     rival = ~df["control"].astype(bool)
