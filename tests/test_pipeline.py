@@ -1,6 +1,7 @@
 """Integration: the DVC pipeline on a tiny profile in a temporary git repo; what reran, and when."""
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,25 @@ def test_an_empty_shift_and_empty_classes_are_reported_not_crashed(project):
     assert untrained and "empty (" in untrained[0] and "sparse" not in untrained[0]
     summary = json.loads((d / "reports/summary.json").read_text())
     assert "sparse" in summary and summary["sparse"]["top1"]["n"] == 2
+
+
+def test_clip_score_shift_and_semdedup_option_curate(project):
+    """DataComp's CLIP-score filter as a strategy and SemDeDup as an option on another shift, each
+    through its curate stage: sorted, smaller than what they filter, counts recorded."""
+    d, repo, _ = project
+    p = yaml.safe_load((d / "params.yaml").read_text())
+    p["shifts"]["la_clip"] = {"strategy": "clip_score", "uses": "curation.seed", "fraction": 0.5, "threshold": None,
+                              "per_class_cap": None}
+    p["shifts"]["la_dedup"] = {"strategy": "substring", "uses": "curation.seed", "per_class_cap": None,
+                               "semdedup": {"clusters": 20, "epsilon": 0.05, "seed": 0}}
+    write(p, d / "params.yaml")
+    ran = _names(repo.reproduce("curate@la_clip")) | _names(repo.reproduce("curate@la_dedup"))
+    assert {"curate@la_clip", "curate@la_dedup"} <= ran
+    clip = json.loads((d / "data/curated/la_clip/stats.json").read_text())
+    assert clip["clip_score_kept"] == round(0.5 * clip["candidates"]) and clip["strategy"] == "clip_score"
+    dedup = json.loads((d / "data/curated/la_dedup/stats.json").read_text())
+    assert dedup["matched_from"] <= dedup["semdedup_from"]
+    p["shifts"]["la_clip"]["threshold"] = 0.3  # both set: a one-line error naming the shift
+    write(p, d / "params.yaml")
+    r = subprocess.run([sys.executable, "-m", "stages.curate", "la_clip"], cwd=d, capture_output=True, text=True)
+    assert r.returncode != 0 and "shifts.la_clip" in r.stderr and "Traceback" not in r.stderr

@@ -69,3 +69,57 @@ def test_knn_vote_and_cap_per_class():
     assert S.cap_per_class(labels, scores, 2).tolist() == [1, 2, 3, 4]
     assert S.cap_per_class(labels, scores, None).tolist() == [0, 1, 2, 3, 4]
     assert S.cap_per_class(labels, scores, 0).tolist() == []
+
+
+# ------------------------------------------------------------------------------ SemDeDup, CLIP score
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_semdedup_removes_planted_duplicates_and_keeps_one_per_group():
+    from selectbench.curation.strategies import semdedup
+
+    rng = np.random.default_rng(0)
+    base = _unit(rng.normal(size=(40, 16)))
+    dups = _unit(base[:10] + 1e-4 * rng.normal(size=(10, 16)))   # near-copies of items 0-9
+    emb = np.concatenate([base, dups, base[:3]])                    # and exact copies of 0-2
+    kept = semdedup(emb, n_clusters=4, epsilon=0.01, seed=0)
+    assert kept.tolist() == sorted(kept.tolist())
+    assert len(kept) == 40  # one per group: 40 distinct items survive, 13 copies go
+    groups = [{i, 40 + i} | ({50 + i} if i < 3 else set()) for i in range(10)]
+    assert all(len(g & set(kept.tolist())) == 1 for g in groups)
+    assert set(range(10, 40)) <= set(kept.tolist())
+    assert semdedup(emb, 4, 0.01, seed=0).tolist() == kept.tolist()
+    # independent directions in 256-d are far below similarity 0.5: nothing to drop at epsilon 0.5
+    wide = _unit(rng.normal(size=(40, 256)))
+    assert len(semdedup(wide, 4, 0.5, seed=0)) == 40
+
+
+def test_semdedup_edge_cases():
+    from selectbench.curation.strategies import semdedup
+
+    assert semdedup(np.empty((0, 8), np.float32), 3, 0.05, 0).tolist() == []
+    assert semdedup(np.ones((1, 8), np.float32), 3, 0.05, 0).tolist() == [0]
+    assert semdedup(np.ones((5, 8), np.float32), 3, 0.05, 0).tolist() == [0]  # five copies: one stays
+    with pytest.raises(UserError, match="epsilon"):
+        semdedup(np.ones((2, 8), np.float32), 1, -0.1, 0)
+
+
+def test_clip_score_filter_orders_by_image_caption_similarity():
+    from selectbench.curation.strategies import clip_score_filter
+
+    rng = np.random.default_rng(1)
+    txt = _unit(rng.normal(size=(10, 8)))
+    noise = _unit(rng.normal(size=(10, 8)))
+    w = np.linspace(0.0, 1.0, 10)[:, None]                       # item i's image is w_i of its caption
+    img = _unit(w * txt + (1 - w) * noise)
+    score = np.einsum("nd,nd->n", img, txt)
+    top3 = clip_score_filter(img, txt, fraction=0.3)
+    assert top3.tolist() == sorted(np.argsort(-score)[:3].tolist()) and 9 in top3
+    assert clip_score_filter(img, txt, threshold=0.999).tolist() == [9]
+    assert clip_score_filter(img, txt, fraction=0.0).tolist() == []
+    assert clip_score_filter(img, txt, fraction=1.0).tolist() == list(range(10))
+    with pytest.raises(UserError, match="exactly one"):
+        clip_score_filter(img, txt)
+    with pytest.raises(UserError, match="exactly one"):
+        clip_score_filter(img, txt, fraction=0.5, threshold=0.2)

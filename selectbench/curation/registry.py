@@ -14,6 +14,7 @@ from selectbench.curation.context import Context, Curated, embeddings_of
 from selectbench.curation.generated import curate_sd_img2img, curate_sd_txt2img
 from selectbench.curation.search import (
     curate_balanced,
+    curate_clip_score,
     curate_hkm,
     curate_img2img,
     curate_schema_map,
@@ -31,6 +32,7 @@ STRATEGIES: dict[str, Callable[[Context, Section], Curated]] = {
     "hkm": curate_hkm,
     "sd_txt2img": curate_sd_txt2img,
     "sd_img2img": curate_sd_img2img,
+    "clip_score": curate_clip_score,
 }
 
 
@@ -45,6 +47,19 @@ def rebalance(ctx: Context, cur: Curated, cfg: Section) -> Curated:
     return Curated(idx, cur.images, {**cur.stats, "rebalanced_from": int(len(cur.index))})
 
 
+def semdedup(ctx: Context, cur: Curated, cfg: Section) -> Curated:
+    """Semantic deduplication of a shift's candidates (SemDeDup), applied after the strategy and
+    before rebalancing and the matched budget."""
+    from selectbench.curation.strategies import semdedup as dedup
+
+    if len(cur.index) == 0:
+        return cur
+    rows = dedup(embeddings_of(ctx, cur), cfg.get("clusters", int, lo=1), cfg.get("epsilon", float, lo=0.0, hi=2.0),
+                 cfg.get("seed", int))
+    idx = cur.index.iloc[rows].reset_index(drop=True)
+    return Curated(idx, cur.images, {**cur.stats, "semdedup_from": int(len(cur.index))})
+
+
 def run(ctx: Context, key: str) -> Curated:
     shifts = get(ctx.params, "shifts", dict)
     if key not in shifts:
@@ -52,6 +67,8 @@ def run(ctx: Context, key: str) -> Curated:
     cfg = Section(ctx.params, f"shifts.{key}")
     strategy = cfg.get("strategy", str, choices=tuple(STRATEGIES))
     cur = STRATEGIES[strategy](ctx, cfg)
+    if cfg.opt("semdedup"):
+        cur = semdedup(ctx, cur, cfg.sub("semdedup"))
     if cfg.opt("rebalance"):
         cur = rebalance(ctx, cur, cfg.sub("rebalance"))
     # Every shift at the same size (curation.images), before the data-quantity fraction below.

@@ -124,16 +124,66 @@ def cap_per_class(labels: np.ndarray, scores: np.ndarray, cap: int | None) -> np
     return np.sort(order[rank < cap])
 
 
+def _spherical_kmeans(x: np.ndarray, n_clusters: int, seed: int, n_iter: int):
+    import faiss
+
+    k = max(1, min(n_clusters, len(x)))
+    km = faiss.Kmeans(x.shape[1], k, niter=n_iter, seed=seed, verbose=False, spherical=True)
+    km.train(x)
+    return km
+
+
 def image_based_filter(pool_emb: np.ndarray, target_emb: np.ndarray, n_clusters: int, seed: int,
                        n_iter: int = 20) -> np.ndarray:
     """DataComp's image-based filter: cluster the pool, keep the clusters whose centroid is the
     nearest one of some target (base) image. Returns a boolean mask over the pool."""
-    import faiss
-
     x = unit_rows(pool_emb)
-    k = max(1, min(n_clusters, len(x)))
-    km = faiss.Kmeans(x.shape[1], k, niter=n_iter, seed=seed, verbose=False, spherical=True)
-    km.train(x)
+    km = _spherical_kmeans(x, n_clusters, seed, n_iter)
     _, pool_c = km.index.search(x, 1)
     _, target_c = km.index.search(unit_rows(target_emb), 1)
     return np.isin(pool_c.ravel(), np.unique(target_c.ravel()))
+
+
+def semdedup(emb: np.ndarray, n_clusters: int, epsilon: float, seed: int, n_iter: int = 20) -> np.ndarray:
+    """SemDeDup (Abbas et al. 2023): sorted positions of the items kept. k-means in embedding
+    space; within a cluster, items are visited from the least to the most similar to the centroid
+    (the paper keeps the least prototypical of a group) and an item is dropped when its cosine
+    similarity to an item already kept exceeds 1 - epsilon, so one item per duplicate group stays."""
+    if not 0.0 <= epsilon <= 2.0:
+        raise UserError(f"semdedup.epsilon: must be in [0, 2], got {epsilon}")
+    if len(emb) == 0:
+        return np.empty(0, dtype=np.int64)
+    x = unit_rows(emb)
+    km = _spherical_kmeans(x, n_clusters, seed, n_iter)
+    sim_c, cluster = km.index.search(x, 1)
+    cluster, sim_c = cluster.ravel(), sim_c.ravel()
+    keep = []
+    for c in np.unique(cluster):
+        members = np.flatnonzero(cluster == c)
+        members = members[np.lexsort((members, sim_c[members]))]
+        kept = np.empty((len(members), x.shape[1]), dtype=x.dtype)  # one row per kept item, no N x N matrix
+        rows, n = [], 0
+        for m in members:
+            if n == 0 or (kept[:n] @ x[m]).max() <= 1.0 - epsilon:
+                kept[n], n = x[m], n + 1
+                rows.append(m)
+        keep.append(np.asarray(rows, dtype=np.int64))
+    return np.sort(np.concatenate(keep))
+
+
+def clip_score_filter(image_emb: np.ndarray, caption_emb: np.ndarray, fraction: float | None = None,
+                      threshold: float | None = None) -> np.ndarray:
+    """DataComp's CLIP-score filter: sorted positions of the image-caption pairs whose cosine
+    similarity is among the top `fraction` (ties broken by position) or at least `threshold`;
+    exactly one of the two."""
+    if (fraction is None) == (threshold is None):
+        raise UserError("clip_score: set exactly one of fraction and threshold")
+    score = np.einsum("nd,nd->n", unit_rows(image_emb), unit_rows(caption_emb))
+    if threshold is not None:
+        if not -1.0 <= threshold <= 1.0:
+            raise UserError(f"clip_score.threshold: must be in [-1, 1], got {threshold}")
+        return np.flatnonzero(score >= threshold)
+    if not 0.0 <= fraction <= 1.0:
+        raise UserError(f"clip_score.fraction: must be in [0, 1], got {fraction}")
+    n = int(round(fraction * len(score)))
+    return np.sort(np.lexsort((np.arange(len(score)), -score))[:n])

@@ -12,10 +12,11 @@ UPSTREAM = {
     "img2img": ("train_embedder", "embed"),
     "txt2img": ("train_embedder", "embed"),
     "hkm": ("train_embedder", "embed"),
+    "clip_score": ("train_embedder", "embed"),
     "sd_txt2img": ("train_embedder", "train_generator"),   # the generator conditions on the embedder's text tower
     "sd_img2img": ("train_embedder", "train_generator"),
 }
-REBALANCE = ("train_embedder", "embed")
+REBALANCE = ("train_embedder", "embed")  # also what a semdedup option needs
 
 # strategy -> (human labour per curated image, (low, high) human yes/no judgements per kept image);
 # absent: none. `balanced` stands for expert curation (ImageNet-style votes on search candidates:

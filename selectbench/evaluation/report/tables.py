@@ -154,7 +154,7 @@ def cost_table(runs: dict[str, Shift], ivs: dict, shared: dict[str, dict]) -> pd
     for s, sh in runs.items():
         d = (sh.data or {}).get("dataset", {})
         if "strategy" in d:
-            needs[s] = upstream(d["strategy"], "rebalanced_from" in d)
+            needs[s] = upstream(d["strategy"], "rebalanced_from" in d or "semdedup_from" in d)
     users = {u: sum(u in n for n in needs.values()) for u in shared}
     rows = []
     for s, sh in runs.items():
