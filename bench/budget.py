@@ -23,7 +23,7 @@ from selectbench.core.io import read_json
 from selectbench.core.params import get, load_params
 from selectbench.core.runtime import all_threads, limit_threads, replicate_seed
 from selectbench.curation.context import Context
-from selectbench.evaluation import utility as E
+from selectbench.evaluation.evaluate import transfer
 from selectbench.models import training
 from selectbench.models.training import CL
 
@@ -45,14 +45,8 @@ def transfer_gain(model, cfg: dict, tcfg: dict, num_classes: int, seed: int) -> 
     torch.manual_seed(seed)
     scratch = timm.create_model(cfg["model"], pretrained=False, num_classes=num_classes,
                                 in_chans=cfg.get("in_chans", 1)).to(memory_format=CL).eval()
-    gains = []
-    for task in tcfg["tasks"]:
-        d = np.load(layout.task(task))
-        n = int(d["train_y"].max()) + 1
-        acc = [float(E.finetune(m, d["train_x"], d["train_y"], d["test_x"], d["test_y"], n, tcfg, cfg, seed).mean())
-               for m in (model, scratch)]
-        gains.append(acc[0] - acc[1])
-    return float(np.mean(gains))
+    # The transfer mean is unweighted over tasks, so this is the mean of the per-task differences.
+    return transfer(model, tcfg, cfg, seed)[0]["mean"] - transfer(scratch, tcfg, cfg, seed)[0]["mean"]
 
 
 def main(argv=None):

@@ -17,7 +17,7 @@ import torch
 from selectbench.core import layout
 from selectbench.core.params import get, load_params
 from selectbench.core.runtime import all_threads, limit_threads, replicate_seed
-from selectbench.evaluation import utility as E
+from selectbench.evaluation.evaluate import transfer
 from selectbench.models.training import CL, load_model
 
 
@@ -40,14 +40,11 @@ def main(argv=None):
         torch.manual_seed(seed)
         scratch = timm.create_model(cfg["model"], pretrained=False, num_classes=resolved["num_classes"],
                                     in_chans=cfg.get("in_chans", 1)).to(memory_format=CL).eval()
+        ours, theirs = (transfer(m, tcfg, cfg, seed)[0]["tasks"] for m in (model, scratch))
         for task in tcfg["tasks"]:
-            d = np.load(layout.task(task))
-            n_cls = int(d["train_y"].max()) + 1
-            acc = [float(E.finetune(m, d["train_x"], d["train_y"], d["test_x"], d["test_y"], n_cls, tcfg, cfg,
-                                    seed).mean()) for m in (model, scratch)]
-            rows.append({"replicate": rep, "task": task, args.shift: acc[0], "random": acc[1],
-                         "n": int(len(d["test_y"]))})
-            print(f"{rep} {task}: {args.shift} {acc[0]:.3f}, random init {acc[1]:.3f} (n={len(d['test_y'])})")
+            acc, n = (ours[task]["top1"], theirs[task]["top1"]), ours[task]["n"]
+            rows.append({"replicate": rep, "task": task, args.shift: acc[0], "random": acc[1], "n": n})
+            print(f"{rep} {task}: {args.shift} {acc[0]:.3f}, random init {acc[1]:.3f} (n={n})")
     per_rep = {}
     for r in rows:
         per_rep.setdefault(r["replicate"], []).append(r[args.shift] - r["random"])

@@ -114,11 +114,12 @@ def test_clip_score_filter_orders_by_image_caption_similarity():
     w = np.linspace(0.0, 1.0, 10)[:, None]                       # item i's image is w_i of its caption
     img = _unit(w * txt + (1 - w) * noise)
     score = np.einsum("nd,nd->n", img, txt)
-    top3 = clip_score_filter(img, txt, fraction=0.3)
+    top3, s3 = clip_score_filter(img, txt, fraction=0.3)
     assert top3.tolist() == sorted(np.argsort(-score)[:3].tolist()) and 9 in top3
-    assert clip_score_filter(img, txt, threshold=0.999).tolist() == [9]
-    assert clip_score_filter(img, txt, fraction=0.0).tolist() == []
-    assert clip_score_filter(img, txt, fraction=1.0).tolist() == list(range(10))
+    assert np.allclose(s3, score[top3])
+    assert clip_score_filter(img, txt, threshold=0.999)[0].tolist() == [9]
+    assert clip_score_filter(img, txt, fraction=0.0)[0].tolist() == []
+    assert clip_score_filter(img, txt, fraction=1.0)[0].tolist() == list(range(10))
     with pytest.raises(UserError, match="exactly one"):
         clip_score_filter(img, txt)
     with pytest.raises(UserError, match="exactly one"):

@@ -9,6 +9,7 @@ import numpy as np
 
 from selectbench.core.errors import fail
 from selectbench.core.params import Section, get
+from selectbench.curation import strategies as S
 from selectbench.curation.budget import match_budget, shuffle_labels
 from selectbench.curation.context import Context, Curated, embeddings_of
 from selectbench.curation.generated import curate_sd_img2img, curate_sd_txt2img
@@ -50,12 +51,10 @@ def rebalance(ctx: Context, cur: Curated, cfg: Section) -> Curated:
 def semdedup(ctx: Context, cur: Curated, cfg: Section) -> Curated:
     """Semantic deduplication of a shift's candidates (SemDeDup), applied after the strategy and
     before rebalancing and the matched budget."""
-    from selectbench.curation.strategies import semdedup as dedup
-
     if len(cur.index) == 0:
         return cur
-    rows = dedup(embeddings_of(ctx, cur), cfg.get("clusters", int, lo=1), cfg.get("epsilon", float, lo=0.0, hi=2.0),
-                 cfg.get("seed", int))
+    rows = S.semdedup(embeddings_of(ctx, cur), cfg.get("clusters", int, lo=1),
+                      cfg.get("epsilon", float, lo=0.0, hi=2.0), cfg.get("seed", int))
     idx = cur.index.iloc[rows].reset_index(drop=True)
     return Curated(idx, cur.images, {**cur.stats, "semdedup_from": int(len(cur.index))})
 

@@ -82,13 +82,10 @@ def curate_clip_score(ctx: Context, cfg: Section) -> Curated:
     """DataComp's CLIP-score filter over the pool's captions that name one class (labelled by that
     class): keep the top `fraction` by image-caption similarity, or those at or above `threshold`."""
     rows, labels = S.single_mention(_mentions(ctx))
-    fraction = cfg.get("fraction", (int, float, type(None)))
-    threshold = cfg.get("threshold", (int, float, type(None)))
-    if (fraction is None) == (threshold is None):
-        raise fail(cfg.key, "set exactly one of fraction and threshold (the other null)")
-    img, txt = ctx.emb("pool_img")[rows], ctx.emb("pool_txt")[rows]
-    pos = S.clip_score_filter(img, txt, fraction=fraction, threshold=threshold)
-    scores = np.einsum("nd,nd->n", S.unit_rows(img[pos]), S.unit_rows(txt[pos])).astype(np.float32)
+    pos, scores = S.clip_score_filter(ctx.emb("pool_img")[rows], ctx.emb("pool_txt")[rows],
+                                      fraction=cfg.get("fraction", (int, float, type(None))),
+                                      threshold=cfg.get("threshold", (int, float, type(None))), key=cfg.key)
+    scores = scores.astype(np.float32)
     keep = S.cap_per_class(labels[pos], scores, _cap(cfg))
     return Curated(shift_index(ctx, "pool", rows[pos][keep], labels[pos][keep], scores[keep]),
                    stats={"candidates": int(len(rows)), "clip_score_kept": int(len(pos))})

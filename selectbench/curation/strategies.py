@@ -172,18 +172,19 @@ def semdedup(emb: np.ndarray, n_clusters: int, epsilon: float, seed: int, n_iter
 
 
 def clip_score_filter(image_emb: np.ndarray, caption_emb: np.ndarray, fraction: float | None = None,
-                      threshold: float | None = None) -> np.ndarray:
-    """DataComp's CLIP-score filter: sorted positions of the image-caption pairs whose cosine
-    similarity is among the top `fraction` (ties broken by position) or at least `threshold`;
-    exactly one of the two."""
+                      threshold: float | None = None, key: str = "clip_score") -> tuple[np.ndarray, np.ndarray]:
+    """DataComp's CLIP-score filter: (sorted positions, their scores) of the image-caption pairs
+    whose cosine similarity is among the top `fraction` (ties broken by position) or at least
+    `threshold`; exactly one of the two. `key` names the setting in errors."""
     if (fraction is None) == (threshold is None):
-        raise UserError("clip_score: set exactly one of fraction and threshold")
+        raise UserError(f"{key}: set exactly one of fraction and threshold (the other null)")
     score = np.einsum("nd,nd->n", unit_rows(image_emb), unit_rows(caption_emb))
     if threshold is not None:
         if not -1.0 <= threshold <= 1.0:
-            raise UserError(f"clip_score.threshold: must be in [-1, 1], got {threshold}")
-        return np.flatnonzero(score >= threshold)
-    if not 0.0 <= fraction <= 1.0:
-        raise UserError(f"clip_score.fraction: must be in [0, 1], got {fraction}")
-    n = int(round(fraction * len(score)))
-    return np.sort(np.lexsort((np.arange(len(score)), -score))[:n])
+            raise UserError(f"{key}.threshold: must be in [-1, 1], got {threshold}")
+        pos = np.flatnonzero(score >= threshold)
+    else:
+        if not 0.0 <= fraction <= 1.0:
+            raise UserError(f"{key}.fraction: must be in [0, 1], got {fraction}")
+        pos = np.sort(np.lexsort((np.arange(len(score)), -score))[:int(round(fraction * len(score)))])
+    return pos, score[pos]

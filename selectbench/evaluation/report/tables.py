@@ -165,7 +165,7 @@ def cost_table(runs: dict[str, Shift], ivs: dict, shared: dict[str, dict]) -> pd
         share = sum(shared[u]["wall_s"] / users[u] for u in ups if u in shared)
         curate = sh.costs.get("curate", {}).get("wall_s", np.nan)
         train = float(np.mean(train_s)) if train_s else np.nan
-        labour, (lo, hi) = LABOUR.get(d.get("strategy"), (None, (0, 0))) if "strategy" in d else (None, (0, 0))
+        labour, (lo, hi) = LABOUR.get(d.get("strategy"), (None, (0, 0)))
         iv = ivs.get(s, {}).get("top1")
         rows.append({"shift": s, "compute_s": np.nan if missing else curate + train + share, "curate_s": curate,
                      "train_s": train, "upstream_share_s": share, "upstream": "+".join(ups) or "none",
