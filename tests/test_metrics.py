@@ -46,6 +46,18 @@ def test_topk_edges_and_errors():
         accuracy.topk_accuracy(np.zeros((2, 3)), [0, 1], k=0)
 
 
+def test_true_class_probability_known_answers_and_edges():
+    logits = np.array([[0.0, 0.0, 0.0, 0.0], [np.log(3.0), 0.0, 0.0, 0.0], [1000.0, 0.0, 0.0, 0.0]])
+    p = accuracy.true_class_probability(logits, [2, 0, 1])
+    assert p == approx([0.25, 0.5, 0.0], abs=1e-12)  # uniform -> 1/C; huge logits do not overflow
+    assert accuracy.true_class_probability(np.zeros((1, 10)), [9]) == approx([0.1])  # n = 1
+    assert accuracy.true_class_probability(np.zeros((0, 3)), np.zeros(0, dtype=int)).shape == (0,)
+    with pytest.raises(inputs.MetricInputError):
+        accuracy.true_class_probability(np.zeros((2, 3)), [0, 3])
+    with pytest.raises(inputs.MetricInputError):
+        accuracy.true_class_probability(np.zeros((2, 3)), [0])
+
+
 def test_topk_property_matches_argmax_and_is_monotone():
     rng = np.random.default_rng(1)
     s = rng.normal(size=(300, 7))

@@ -165,9 +165,14 @@ def test_a_claim_in_parts_reports_the_part_that_decides_it():
 
 
 # ------------------------------------------------------------------------------ controls
-def _control(name, accs, seed):
-    sh = _shift(name, accs, seed=seed)
+def _control(name, p_true, seed, top1=None):
+    """A shuffled-label shift whose replicates give the true class a mean probability of p_true[i]
+    (item values spread +-0.05 around it) and score top-1 `top1` (default: p_true)."""
+    sh = _shift(name, top1 or p_true, seed=seed)
     sh.data["dataset"]["labels_shuffled"] = True
+    for i, p in enumerate(p_true):
+        spread = np.random.default_rng([seed, i, 7]).uniform(-0.05, 0.05, N)
+        sh.items[f"r{i + 1}"]["p_true"] = p + spread - spread.mean()
     return sh
 
 
@@ -232,6 +237,26 @@ def test_transfer_validity_is_a_paired_control_against_random_init():
 def test_negative_control_with_one_replicate_is_inconclusive():
     sh = {"in_shuffled": _control("in_shuffled", [0.1], seed=3)}
     assert _checks(sh)["negative"]["verdict"] == stats.OPEN
+
+
+def test_negative_control_is_decided_by_the_true_class_probability_not_top1():
+    # Near-uniform outputs whose argmax lands on whole classes: top-1 far off chance, p(true) at it.
+    sh = {"in_shuffled": _control("in_shuffled", [0.101, 0.099, 0.100], seed=3, top1=[0.18, 0.09, 0.12])}
+    c = _checks(sh)["negative"]
+    assert c["verdict"] == stats.HOLDS and c["effect"] == pytest.approx(0.1, abs=1e-9)
+    assert c["evidence"].startswith("p(true class) 0.100 [") and "top-1 0.130" in c["evidence"]
+    assert "true-class probability" in c["claim"] and "not decisive" in c["rule"]
+    # A model that learned from the labels gives the true class more than chance, whatever its top-1.
+    leak = {"in_shuffled": _control("in_shuffled", [0.16, 0.17, 0.16], seed=3, top1=[0.10, 0.10, 0.10])}
+    assert _checks(leak)["negative"]["verdict"] == stats.FAILS
+
+
+def test_negative_control_without_true_class_probabilities_is_open_and_says_why():
+    sh = {"in_shuffled": _control("in_shuffled", [0.1, 0.1, 0.1], seed=3)}
+    for it in sh["in_shuffled"].items.values():
+        del it["p_true"]
+    c = _checks(sh)["negative"]
+    assert c["verdict"] == stats.OPEN and "no true-class probabilities" in c["evidence"]
 
 
 def test_near_copy_rule():

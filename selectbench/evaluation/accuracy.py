@@ -44,6 +44,21 @@ def topk_accuracy(logits_or_probs, labels, k: int = 1) -> float:
     return float((before.sum(axis=1) < k).mean())
 
 
+def true_class_probability(logits, labels) -> np.ndarray:
+    """Per row, the softmax probability of its label (float64 [N]): the negative control's item
+    score, whose mean is 1/classes for a model that learned nothing from its labels."""
+    s = _float_array(logits, "logits", 2)
+    n, c = s.shape
+    y = _int_array(labels, "labels", hi=c)
+    if len(y) != n:
+        raise MetricInputError(f"labels: {len(y)} labels for {n} score rows")
+    if n == 0:
+        return np.empty(0)
+    z = s - s.max(axis=1, keepdims=True)  # shift by the row max so exp cannot overflow
+    p = np.exp(z)
+    return p[np.arange(n), y] / p.sum(axis=1)
+
+
 def per_class_accuracy(pred, labels, num_classes: int) -> np.ndarray:
     """Accuracy among the samples of each true class, shape ``[num_classes]``.
 

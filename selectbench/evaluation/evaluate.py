@@ -35,6 +35,7 @@ def evaluate_run(p: dict, shift: str, rep: str) -> tuple[dict, dict[str, np.ndar
         logits = predict(model, open_images("test"), cfg)
         pred = logits.argmax(1)
         items["top1"] = pred == test["labels"]
+        items["p_true"] = accuracy.true_class_probability(logits, test["labels"])
         out["status"] = "ok"
         out["top1"] = accuracy.topk_accuracy(logits, test["labels"], 1)
         out["top5"] = accuracy.topk_accuracy(logits, test["labels"], 5)

@@ -76,8 +76,9 @@ def _top1_matrix(runs: dict[str, Shift], shifts: list[str]) -> tuple[list[str], 
     return keep, y
 
 
-EQUIV_RULE = ("top-1 (balanced over classes, chance = 1/classes), {c:.0%} interval (replicates + test items): "
-              "holds if it lies inside chance +- {m:g}, does not hold if it lies wholly outside, else inconclusive")
+EQUIV_RULE = ("mean probability the model gives an item's true class (chance = 1/classes; docs/simulation.md "
+              "section 13), {c:.0%} interval (replicates + test items): holds if it lies inside chance +- {m:g}, "
+              "does not hold if it lies wholly outside, else inconclusive; top-1 is shown, not decisive")
 
 
 TRANSFER_VALIDITY = "Transfer validity"
@@ -105,17 +106,24 @@ def controls(runs: dict[str, Shift], dec: Decision, num_classes: int, baseline: 
     for s, sh in runs.items():
         if not sh.control:
             continue
-        claim = f"Negative control: {s} (shuffled labels) scores at chance ({chance:.3f}) on base accuracy"
+        claim = (f"Negative control: {s} (shuffled labels) is at chance ({chance:.3f}) on the base task "
+                 "(mean true-class probability)")
         rule = EQUIV_RULE.format(c=dec.confidence, m=dec.margin)
-        sc = sh.scores("top1")
+        sc, top1 = sh.scores("p_true"), sh.scores("top1")
         if sc is None:
-            out.append({**_record(claim, stats.OPEN, "a trained replicate", None, None, rule, f"{s} not trained"),
+            why = f"{s} not trained" if top1 is None else f"{s}: no true-class probabilities (evaluate predates them)"
+            out.append({**_record(claim, stats.OPEN, "a trained replicate", None, None, rule, why),
                         "control": "negative"})
             continue
+
+        def span(iv):
+            return f"[{iv.lo:.3f}, {iv.hi:.3f}]" if iv.complete else f"({iv.note})"
+
         iv = stats.interval(sc[0], sc[1], dec.confidence)
         v, decide = stats.equivalent(iv, chance, dec.margin)
-        span = f"[{iv.lo:.3f}, {iv.hi:.3f}]" if iv.complete else f"({iv.note})"
-        out.append({**_record(claim, v, decide, iv.mean, iv, rule, f"top-1 {iv.mean:.3f} {span}"),
+        t1 = stats.interval(top1[0], top1[1], dec.confidence)
+        out.append({**_record(claim, v, decide, iv.mean, iv, rule,
+                              f"p(true class) {iv.mean:.3f} {span(iv)}; top-1 {t1.mean:.3f} {span(t1)}"),
                     "control": "negative"})
     return out
 
