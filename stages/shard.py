@@ -6,6 +6,7 @@ import argparse
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 
 from selectbench.core import layout, shards
 from selectbench.core.errors import UserError
@@ -33,6 +34,13 @@ def main(argv=None):
     arrays = image_arrays(index, curated)
     # Shuffle once so every shard mixes classes; training adds its own shard + buffer shuffle.
     order = np.random.default_rng(seed).permutation(len(index))
+    removed = 0
+    if get(p, "audit.remove", bool):  # near-copies of evaluation images never reach training
+        flagged = layout.audit(args.shift)
+        if not flagged.exists():
+            raise UserError(f"shard@{args.shift}: {flagged} missing (run the audit stage, or set audit.remove: false)")
+        drop = np.isin(order, pd.read_parquet(flagged, columns=["position"])["position"].to_numpy())
+        order, removed = order[~drop], int(drop.sum())
     src, rows, labels = index["source"].to_numpy(), index["row"].to_numpy(), index["label"].to_numpy()
     ids, scores = index["sample_id"].to_numpy(), index["score"].to_numpy()
     failed: Counter = Counter()
@@ -58,15 +66,17 @@ def main(argv=None):
                 yield f"{j:08d}", img, int(labels[i]), meta
                 j += 1
 
-    sizes = shards.write_shards(samples(), layout.shards(args.shift), per_shard, total=len(index))
+    sizes = shards.write_shards(samples(), layout.shards(args.shift), per_shard, total=len(order))
     n = int(sum(sizes.values()))
     if len(channels) > 1:
         raise UserError(f"shard@{args.shift}: images of mixed channel counts {sorted(channels)}")
-    summary = {"samples": n, "shards": len(sizes), "channels": channels.pop() if channels else 1}
+    summary = {"samples": n, "shards": len(sizes), "channels": channels.pop() if channels else 1,
+               "contaminated_removed": removed}
     if failed:
         summary["undecodable"] = dict(sorted(failed.items()))
     write_json(layout.shards(args.shift) / "summary.json", summary)
     note = f"; {sum(failed.values())} undecodable images left out ({dict(failed)})" if failed else ""
+    note += f"; {removed} near-copies of evaluation images left out (audit)" if removed else ""
     print(f"shard@{args.shift}: {n} samples in {len(sizes)} shards{note}")
 
 

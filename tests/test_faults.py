@@ -19,11 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 import torch
 import yaml
 
+from selectbench.evaluation.audit import FLAG_COLUMNS
 from tests.project import DVC, ROOT, make_project, project_env
 from tests.tiny import tiny_params
 
@@ -131,6 +133,10 @@ def proj(tmp_path_factory):
     # curate@in (balanced) reads only data/raw: run it directly rather than through embed (30 s).
     r = subprocess.run([sys.executable, "-m", "stages.curate", "in"], cwd=d, env=_env(d), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
+    # shard@in depends on the audit's flags for `in`; the audit itself needs every evaluation set
+    # (embed, corrupt, tasks: a minute), which these kills do not exercise: no item is flagged.
+    (d / "data/audit").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({c: [] for c in FLAG_COLUMNS}).astype(FLAG_COLUMNS).to_parquet(d / "data/audit/in.parquet")
     return d
 
 

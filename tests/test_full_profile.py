@@ -52,7 +52,7 @@ def test_every_stage_runs_on_the_real_formats(project):
     d, ran = project
     stages = {"code", "check_params", "manifests", "download", "pool", "train_embedder", "embed", "train_generator", "corrupt",
               "train_judge_encoder", "train_judge_classifier",
-              "tasks", "report"}
+              "tasks", "audit", "report"}
     stages |= {f"{s}@{k}" for s in ("curate", "shard", "describe") for k in SHIFTS}
     stages |= {f"{s}@{k}-r1" for s in ("train", "evaluate") for k in SHIFTS}
     stages |= {"transfer_baseline@r1"}
@@ -148,6 +148,39 @@ def test_second_run_is_a_noop(project):
         repo = Repo(".")
         assert {s.addressing for s in repo.reproduce()} == ALWAYS  # the manifests come out byte-identical
         assert repo.status() == UP_TO_DATE
+
+
+def test_audit_and_new_strategies_run_on_the_real_formats(project):
+    """The contamination audit over ImageNet val, the natural sets and VTAB; then CLIP-score
+    filtering, SemDeDup and confident-learning cleaning over LAION (curate only). Runs after the
+    no-op test: it adds shifts to params.yaml."""
+    from dvc.repo import Repo
+
+    d, ran = project
+    audit = json.loads((d / "data/audit/summary.json").read_text())
+    assert set(audit["sets"]) == {"test", "corrupted", "natural", "task:vtab_eurosat"}
+    for shift in SHIFTS:
+        flagged = pd.read_parquet(d / f"data/audit/{shift}.parquet")
+        v = audit["shifts"][shift]
+        assert v["flagged_items"] == flagged["position"].nunique()
+        assert json.loads((d / f"data/shards/{shift}/summary.json").read_text())["contaminated_removed"] == v["flagged_items"]
+    assert audit["shifts"]["in"]["per_set"]["test"]["exact"] == 0  # ImageNet train images are not val images
+    p = yaml.safe_load((d / "params.yaml").read_text())
+    p["shifts"]["la_clip"] = {"strategy": "clip_score", "uses": "curation.seed", "fraction": 0.5, "threshold": None,
+                              "per_class_cap": None}
+    p["shifts"]["la_clean"] = {"strategy": "txt2img", "uses": "curation.clip_threshold", "per_class_cap": None,
+                               "semdedup": {"clusters": 4, "epsilon": 0.05, "seed": 0}, "clean": {"folds": 2, "seed": 0}}
+    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    with inside(d):
+        repo = Repo(".")
+        got = {s.addressing for s in repo.reproduce("curate@la_clip")} | {s.addressing for s in repo.reproduce("curate@la_clean")}
+    assert {"curate@la_clip", "curate@la_clean"} <= got
+    clip = json.loads((d / "data/curated/la_clip/stats.json").read_text())
+    assert clip["clip_score_kept"] == round(0.5 * clip["candidates"]) and clip["images"] > 0
+    cleaned = json.loads((d / "data/curated/la_clean/stats.json").read_text())
+    assert cleaned["cleaned_from"] <= cleaned["semdedup_from"] and cleaned["label_issues_removed"] >= 0
+    idx = pd.read_parquet(d / "data/curated/la_clean/index.parquet")
+    assert len(idx) == cleaned["images"] and (idx["source"] == "pool").all()
 
 
 def test_changed_external_data_reruns_the_stages_that_read_it(world, tmp_path_factory):

@@ -53,6 +53,25 @@ def test_first_run_builds_everything(project):
     assert len(list((d / "data/shards/in").glob("*.tar"))) >= 1
 
 
+def test_audit_flags_are_left_out_of_every_shard(project):
+    """The contamination audit ran once over all shifts; each shard holds its curated items minus
+    exactly the flagged ones, and the report has the leakage table."""
+    import pandas as pd
+
+    d, _, first = project
+    assert "audit" in _names(first)
+    audit = json.loads((d / "data/audit/summary.json").read_text())
+    assert {"test", "corrupted", "natural"} <= set(audit["sets"]) and audit["remove"] is True
+    for shift, v in audit["shifts"].items():
+        flagged = pd.read_parquet(d / f"data/audit/{shift}.parquet")
+        assert v["flagged_items"] == flagged["position"].nunique()
+        shard = json.loads((d / f"data/shards/{shift}/summary.json").read_text())
+        assert shard["contaminated_removed"] == v["flagged_items"]
+        assert shard["samples"] == v["items"] - v["flagged_items"] - sum(shard.get("undecodable", {}).values())
+    assert audit["shifts"]["in"]["per_set"]["test"]["exact"] == 0  # the base test split never enters training
+    assert "## Contamination: evaluation images inside a shift?" in (d / "reports/results/index.md").read_text()
+
+
 def test_second_run_is_a_noop(project):
     _, repo, _ = project
     assert _names(repo.reproduce()) == ALWAYS  # the embedded profile's manifests are constant: nothing else
@@ -109,8 +128,9 @@ def test_changing_one_shift_reruns_only_its_chain(project):
     p["shifts"]["in"]["per_class"] += 2
     write(p, d / "params.yaml")
     ran = _names(repo.reproduce())
-    # check_params reruns on any params.yaml edit; its constant output stops it there.
-    assert ran == {"check_params", "curate@in", "shard@in", "describe@in", "train@in-r1", "train@in-r2",
+    # check_params reruns on any params.yaml edit; its constant output stops it there. The audit
+    # covers every shift in one pass, but only `in`'s flag file can change, so only shard@in follows.
+    assert ran == {"check_params", "curate@in", "audit", "shard@in", "describe@in", "train@in-r1", "train@in-r2",
                    "evaluate@in-r1", "evaluate@in-r2", "report"} | ALWAYS
 
 
@@ -121,7 +141,7 @@ def test_clip_threshold_reruns_only_the_text_search_chain(project):
     write(p, d / "params.yaml")
     ran = _names(repo.reproduce())
     assert "curate@la_txt2img" in ran
-    assert ran <= {"check_params", "curate@la_txt2img", "shard@la_txt2img", "describe@la_txt2img", "report"} | {
+    assert ran <= {"check_params", "curate@la_txt2img", "audit", "shard@la_txt2img", "describe@la_txt2img", "report"} | {
         f"{s}@la_txt2img-{r}" for s in ("train", "evaluate") for r in ("r1", "r2")} | ALWAYS
 
 
@@ -219,9 +239,17 @@ def test_clip_score_shift_and_semdedup_option_curate(project):
                               "per_class_cap": None}
     p["shifts"]["la_dedup"] = {"strategy": "substring", "uses": "curation.seed", "per_class_cap": None,
                                "semdedup": {"clusters": 20, "epsilon": 0.05, "seed": 0}}
+    p["shifts"]["la_sub"] = {"strategy": "substring", "uses": "curation.seed", "per_class_cap": None}
+    p["shifts"]["la_clean"] = {**p["shifts"]["la_sub"], "clean": {"folds": 5, "seed": 0}}
     write(p, d / "params.yaml")
-    ran = _names(repo.reproduce("curate@la_clip")) | _names(repo.reproduce("curate@la_dedup"))
-    assert {"curate@la_clip", "curate@la_dedup"} <= ran
+    ran = set()
+    for s in ("la_clip", "la_dedup", "la_sub", "la_clean"):
+        ran |= _names(repo.reproduce(f"curate@{s}"))
+    assert {"curate@la_clip", "curate@la_dedup", "curate@la_sub", "curate@la_clean"} <= ran
+    cleaned = json.loads((d / "data/curated/la_clean/stats.json").read_text())
+    raw = json.loads((d / "data/curated/la_sub/stats.json").read_text())
+    assert cleaned["label_issues_removed"] > 0 and cleaned["cleaned_from"] == raw.get("matched_from", raw["images"])
+    assert cleaned["label_precision"] > raw["label_precision"]  # the substring shift's caption noise, partly removed
     clip = json.loads((d / "data/curated/la_clip/stats.json").read_text())
     assert clip["clip_score_kept"] == round(0.5 * clip["candidates"]) and clip["strategy"] == "clip_score"
     dedup = json.loads((d / "data/curated/la_dedup/stats.json").read_text())

@@ -322,3 +322,20 @@ def test_every_strategy_has_a_cost_entry():
     assert set(STRATEGIES) == set(upstream.UPSTREAM)
     with pytest.raises(KeyError, match="no cost entry"):
         upstream.upstream("nonesuch", False)
+
+
+def test_quality_vs_utility_known_ranks_and_exclusions():
+    sh = {"a": _shift("a", [0.90, 0.91, 0.90], is_=3.0, cmmd=0.1, seed=1),
+          "b": _shift("b", [0.70, 0.71, 0.70], is_=2.0, cmmd=0.2, seed=2),
+          "c": _shift("c", [0.50, 0.51, 0.50], is_=1.0, cmmd=0.3, seed=3),
+          "c_q25": _shift("c_q25", [0.10, 0.10, 0.11], is_=9.0, cmmd=0.9, seed=4),     # a fraction: left out
+          "in_shuffled": _control("in_shuffled", [0.1, 0.1, 0.1], seed=5)}            # a control: left out
+    qu = {(r["quality"], r["utility"]): r for r in findings.quality_vs_utility(sh, DEC, ["top1", "ssl"])}
+    for q in ("inception_score", "cmmd"):  # better quality (higher IS, lower CMMD) goes with higher top-1
+        r = qu[(q, "top1")]
+        assert r["shifts"] == 3 and r["spearman"] == pytest.approx(1.0)
+        assert r["interval"][1] == pytest.approx(1.0)  # resamples of 3 perfectly ordered shifts stay at 1
+    sh["b"].data["quality"]["inception_score"] = float("nan")                        # 2 shifts left: no value
+    r = {(x["quality"], x["utility"]): x for x in findings.quality_vs_utility(sh, DEC, ["top1"])}
+    assert r[("inception_score", "top1")]["spearman"] is None and r[("inception_score", "top1")]["shifts"] == 2
+    assert r[("cmmd", "top1")]["spearman"] == pytest.approx(1.0)

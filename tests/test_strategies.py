@@ -105,6 +105,51 @@ def test_semdedup_edge_cases():
         semdedup(np.ones((2, 8), np.float32), 1, -0.1, 0)
 
 
+def _flipped_blobs(n=600, c=4, flips=60, seed=3):
+    """Well-separated Gaussian classes with `flips` planted wrong labels (always another class)."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.arange(c), n // c)
+    x = rng.normal(size=(c, 8))[truth] * 5 + rng.normal(size=(len(truth), 8))
+    given = truth.copy()
+    flip = np.sort(rng.choice(len(truth), size=flips, replace=False))
+    given[flip] = (truth[flip] + rng.integers(1, c, size=flips)) % c
+    return x, truth, given, flip
+
+
+def test_clean_finds_planted_label_flips_and_keeps_clean_items():
+    from selectbench.curation.strategies import clean
+    from selectbench.evaluation.noise import label_issues
+
+    x, truth, given, flip = _flipped_blobs()
+    issues = label_issues(x, given, 4, folds=5, seed=0)
+    found = set(np.flatnonzero(issues).tolist())
+    assert len(found & set(flip.tolist())) >= 54          # at least 90% of the 60 planted flips
+    assert len(found - set(flip.tolist())) <= 3           # at most 3 of 540 clean items flagged
+    kept = clean(x, given, 4, folds=5, seed=0)
+    assert kept.tolist() == np.flatnonzero(~issues).tolist() and kept.tolist() == sorted(kept.tolist())
+    assert (given[kept] == truth[kept]).mean() >= 0.99
+    assert clean(x, given, 4, folds=5, seed=0).tolist() == kept.tolist()  # same seed, same answer
+    # clean labels: nothing (or next to nothing) flagged
+    assert label_issues(x, truth, 4, folds=5, seed=0).sum() <= 3
+
+
+def test_clean_edge_cases():
+    from selectbench.curation.strategies import clean
+    from selectbench.evaluation.inputs import MetricInputError
+    from selectbench.evaluation.noise import label_issues
+
+    assert clean(np.empty((0, 8)), np.empty(0, dtype=int), 3, 5, 0).tolist() == []
+    assert clean(np.ones((1, 8)), np.array([2]), 3, 5, 0).tolist() == [0]           # n = 1: nothing to learn from
+    assert clean(np.ones((6, 8)), np.zeros(6, dtype=int), 3, 5, 0).tolist() == list(range(6))  # one class
+    x, _, given, _ = _flipped_blobs(n=40, c=2, flips=0)
+    lone = np.vstack([x, x[:1]])                                                   # a single-sample class 2
+    assert not label_issues(lone, np.append(given, 2), 3, folds=5, seed=0)[-1]      # cannot be assessed: kept
+    with pytest.raises(MetricInputError):
+        label_issues(x, given[:-1], 2)
+    with pytest.raises(MetricInputError):
+        label_issues(x, given, 2, folds=1)
+
+
 def test_clip_score_filter_orders_by_image_caption_similarity():
     from selectbench.curation.strategies import clip_score_filter
 

@@ -80,6 +80,15 @@ def curated(shift: str) -> Path:
     return Path("data/curated") / shift
 
 
+AUDIT = Path("data/audit")              # <shift>.parquet (flagged items), summary.json (stages.audit)
+AUDIT_SUMMARY = AUDIT / "summary.json"
+
+
+def audit(shift: str) -> Path:
+    """The items of a shift that near-copy an evaluation image (one row per item and set)."""
+    return AUDIT / f"{shift}.parquet"
+
+
 def shards(shift: str) -> Path:
     """shard-*.tar, sizes.json, summary.json of one shift."""
     return Path("data/shards") / shift

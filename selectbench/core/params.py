@@ -96,7 +96,7 @@ DEFAULT_FILES = ("params.yaml", "params-full.yaml")
 # Passed through to open_clip / diffusers, which know their own keys.
 OPEN = ("embedder.arch.vision_cfg", "embedder.arch.text_cfg", "generator.unet")
 # Read for any strategy by selectbench.curation.run.
-GENERIC_SHIFT_KEYS = ("strategy", "uses", "per_class_cap", "rebalance", "semdedup", "subsample", "shuffle_labels")
+GENERIC_SHIFT_KEYS = ("strategy", "uses", "per_class_cap", "rebalance", "semdedup", "clean", "subsample", "shuffle_labels")
 
 
 def _tree(node: Any, prefix: str) -> Any:

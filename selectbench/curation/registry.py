@@ -59,6 +59,20 @@ def semdedup(ctx: Context, cur: Curated, cfg: Section) -> Curated:
     return Curated(idx, cur.images, {**cur.stats, "semdedup_from": int(len(cur.index))})
 
 
+def clean(ctx: Context, cur: Curated, cfg: Section) -> Curated:
+    """Confident-learning label cleaning of a shift's candidates on the curation embedder's image
+    embeddings (never an evaluation encoder), applied after SemDeDup and before rebalancing."""
+    if len(cur.index) == 0:
+        return cur
+    rows = S.clean(embeddings_of(ctx, cur), cur.index["label"].to_numpy(), ctx.num_classes,
+                   cfg.get("folds", int, lo=2), cfg.get("seed", int))
+    if len(rows) == 0:
+        raise fail(cfg.key, "cleaning removed every item; check the shift's labels")
+    idx = cur.index.iloc[rows].reset_index(drop=True)
+    return Curated(idx, cur.images, {**cur.stats, "cleaned_from": int(len(cur.index)),
+                                     "label_issues_removed": int(len(cur.index) - len(rows))})
+
+
 def run(ctx: Context, key: str) -> Curated:
     shifts = get(ctx.params, "shifts", dict)
     if key not in shifts:
@@ -68,6 +82,8 @@ def run(ctx: Context, key: str) -> Curated:
     cur = STRATEGIES[strategy](ctx, cfg)
     if cfg.opt("semdedup"):
         cur = semdedup(ctx, cur, cfg.sub("semdedup"))
+    if cfg.opt("clean"):
+        cur = clean(ctx, cur, cfg.sub("clean"))
     if cfg.opt("rebalance"):
         cur = rebalance(ctx, cur, cfg.sub("rebalance"))
     # Every shift at the same size (curation.images), before the data-quantity fraction below.

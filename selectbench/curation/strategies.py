@@ -188,3 +188,15 @@ def clip_score_filter(image_emb: np.ndarray, caption_emb: np.ndarray, fraction: 
             raise UserError(f"{key}.fraction: must be in [0, 1], got {fraction}")
         pos = np.sort(np.lexsort((np.arange(len(score)), -score))[:int(round(fraction * len(score)))])
     return pos, score[pos]
+
+
+def clean(emb: np.ndarray, labels: np.ndarray, num_classes: int, folds: int, seed: int) -> np.ndarray:
+    """Confident-learning label cleaning: sorted positions of the items kept, i.e. all but those
+    whose given label disagrees with the confident out-of-fold prediction of a logistic regression
+    on `emb` (selectbench.evaluation.noise.label_issues). `emb` must be a curation-side embedding,
+    never one that scores the shift."""
+    from selectbench.evaluation.noise import label_issues
+
+    if len(labels) == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(~label_issues(emb, labels, num_classes, folds, seed))

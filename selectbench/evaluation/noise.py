@@ -61,6 +61,58 @@ def _out_of_fold_probs(x: np.ndarray, y: np.ndarray, c: int, folds: int, seed: i
     return probs, seen
 
 
+def _confident_guess(x: np.ndarray, y: np.ndarray, c: int, folds: int, seed: int):
+    """Steps 1-3 of confident learning (see estimate_label_noise): per sample, whether it is counted
+    in the confident joint and the class it is counted under; None when no class has 2 samples."""
+    # StratifiedKFold needs at least `folds` members in the largest class; tiny shifts get fewer folds.
+    folds = min(int(folds), int(np.bincount(y, minlength=c).max()))
+    if folds < 2:
+        return None
+    probs, seen = _out_of_fold_probs(x, y, c, int(folds), int(seed))
+    # A sample whose class was missing from its training fold (a class with a single sample) has a
+    # self-confidence of 0 that says nothing about its label; letting it into the mean would give
+    # that class a threshold of 0, which every other sample's tiny probability passes.
+    self_conf = probs[np.arange(len(y)), y] * seen
+    n_seen = np.bincount(y[seen], minlength=c).astype(np.float64)
+    thresholds = np.where(n_seen > 0, np.bincount(y, weights=self_conf, minlength=c) / np.maximum(n_seen, 1), np.inf)
+    # The small slack keeps a sample whose probability equals the mean (e.g. all equal) above it
+    # despite rounding in the mean; a zero probability never makes a sample confident.
+    confident = (probs >= thresholds[None, :] - 1e-12) & (probs > 0)
+    counted = confident.any(axis=1) & seen
+    guess = np.argmax(np.where(confident, probs, -np.inf), axis=1)
+    return counted, guess
+
+
+def _checked(features, labels, num_classes: int, folds: int):
+    c = _check_num_classes(num_classes)
+    x = _float_array(features, "features", 2)
+    y = _int_array(labels, "labels", hi=c)
+    if len(y) != x.shape[0]:
+        raise MetricInputError(f"labels: {len(y)} labels for {x.shape[0]} feature rows")
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise MetricInputError(f"folds: expected an int >= 2, got {folds!r}")
+    return c, x, y
+
+
+def label_issues(features, labels, num_classes: int, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Confident learning's label issues (Northcutt et al. 2021, the off-diagonal rule of the
+    confident joint, cleanlab's ``filter_by="confident_learning"``): bool [N], True where the
+    sample is counted in the confident joint under a class other than its label. A sample that
+    passes no class threshold, or whose class was absent from its training fold, is never flagged;
+    with fewer than two classes present nothing is. Steps 1-3 of :func:`estimate_label_noise`."""
+    c, x, y = _checked(features, labels, num_classes, folds)
+    flagged = np.zeros(len(y), dtype=bool)
+    if (np.bincount(y, minlength=c) > 0).sum() < 2:
+        return flagged
+    if folds > len(y):
+        raise MetricInputError(f"folds: {folds} folds for only {len(y)} samples")
+    guessed = _confident_guess(x, y, c, folds, seed)
+    if guessed is not None:
+        counted, guess = guessed
+        flagged = counted & (guess != y)
+    return flagged
+
+
 def estimate_label_noise(features, labels, num_classes: int, folds: int = 5, seed: int = 0):
     """Estimate the label-noise rate without ground truth: ``(noise_rate, per_class_noise)``.
 
@@ -89,13 +141,7 @@ def estimate_label_noise(features, labels, num_classes: int, folds: int = 5, see
     samples to all of its samples. The estimate depends on how separable
     the features are: label noise that the features cannot tell apart from signal is not found.
     """
-    c = _check_num_classes(num_classes)
-    x = _float_array(features, "features", 2)
-    y = _int_array(labels, "labels", hi=c)
-    if len(y) != x.shape[0]:
-        raise MetricInputError(f"labels: {len(y)} labels for {x.shape[0]} feature rows")
-    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
-        raise MetricInputError(f"folds: expected an int >= 2, got {folds!r}")
+    c, x, y = _checked(features, labels, num_classes, folds)
     n_per_class = np.bincount(y, minlength=c).astype(np.float64)
     present = n_per_class > 0
     per_class = np.where(present, 0.0, np.nan)
@@ -106,22 +152,10 @@ def estimate_label_noise(features, labels, num_classes: int, folds: int = 5, see
     if folds > len(y):
         raise MetricInputError(f"folds: {folds} folds for only {len(y)} samples")
 
-    # StratifiedKFold needs at least `folds` members in the largest class; tiny shifts get fewer folds.
-    folds = min(int(folds), int(n_per_class.max()))
-    if folds < 2:
+    guessed = _confident_guess(x, y, c, folds, seed)
+    if guessed is None:
         return float("nan"), np.full(c, np.nan)
-    probs, seen = _out_of_fold_probs(x, y, c, int(folds), int(seed))
-    # A sample whose class was missing from its training fold (a class with a single sample) has a
-    # self-confidence of 0 that says nothing about its label; letting it into the mean would give
-    # that class a threshold of 0, which every other sample's tiny probability passes.
-    self_conf = probs[np.arange(len(y)), y] * seen
-    n_seen = np.bincount(y[seen], minlength=c).astype(np.float64)
-    thresholds = np.where(n_seen > 0, np.bincount(y, weights=self_conf, minlength=c) / np.maximum(n_seen, 1), np.inf)
-    # The small slack keeps a sample whose probability equals the mean (e.g. all equal) above it
-    # despite rounding in the mean; a zero probability never makes a sample confident.
-    confident = (probs >= thresholds[None, :] - 1e-12) & (probs > 0)
-    counted = confident.any(axis=1) & seen
-    guess = np.argmax(np.where(confident, probs, -np.inf), axis=1)
+    counted, guess = guessed
     joint = np.bincount(y[counted] * c + guess[counted], minlength=c * c).reshape(c, c).astype(np.float64)
 
     row = joint.sum(axis=1)

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from selectbench.core import layout  # noqa: E402
 from selectbench.core.classes import load as load_classes  # noqa: E402
@@ -225,6 +226,8 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
     found = findings.findings(runs, dec, cls.names, cls.confusable)
     # The truth-free noise estimate enters a ranking only if it passed its validation in this run.
     noise_ok = any(f["claim"].startswith(NOISE_VALIDATION) and f["verdict"] == stats.HOLDS for f in found)
+    qu = findings.quality_vs_utility(runs, dec, list(R.UTILITY))
+    pd.DataFrame(qu).to_csv(out / "quality_utility.csv", index=False)
     cost = tables.cost_table(runs, ivs, R.upstream_costs())
     cost.to_csv(out / "cost.csv")
     _figures(out, runs, ivs, util, cost, tail, cls.names, noise_ok)
@@ -259,7 +262,9 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
              tables.markdown(util, ["noise", "noise_exact", "inception_score", "cmmd", "cmmd_floor"]), "",
              "### Which model computed each metric", "", *_judges_md(runs), "",
              "## Image-conditioned shifts: near-copies?", "", *_copies_md(runs, near_margin), "",
+             "## Contamination: evaluation images inside a shift?", "", *_audit_md(R._json(layout.AUDIT_SUMMARY)), "",
              "## Cost", "", *_cost_md(cost), "",
+             "## Does image quality predict utility? (SELECT's open question 2)", "", *_quality_md(qu, dec, transfer_ok), "",
              "## Noise floor per metric", "",
              "How far `in`'s replicates spread, and how wide a paired comparison with the weakest shift is, against "
              "the range from `in` to the weakest shift. A metric whose range is not well above its half-width cannot "
@@ -348,6 +353,56 @@ def _copies_md(runs: dict, margin: float) -> list[str]:
         v = near_copies(c, margin)
         verdict = "cannot tell" if v is None else ("**yes**" if v else "no")
         out.append(f"| {s} | {tables._fmt(c.get('rms_own'), 1)} | {tables._fmt(c.get('rms_same_class'), 1)} | {verdict} |")
+    return out
+
+
+def _audit_md(audit: dict | None) -> list[str]:
+    """The audit stage's leakage table: per shift, items that near-copy an evaluation image."""
+    if not audit:
+        return ["No contamination audit in this run (stage `audit`)."]
+    sets = list(audit["sets"])
+    th = "; ".join(f"{n} ({v['items']} items): cosine > {v['cosine']:.4f}, "
+                   + (f"hash <= {v['hamming']} bits" if v["hamming"] >= 0 else "hash off (its own items collide)")
+                   for n, v in audit["sets"].items())
+    out = [f"Items of each shift that near-copy an image a model is scored on, by identical pixels, a 64-bit "
+           f"difference hash or the curation embedder's cosine. Thresholds per evaluation set, from how close its own "
+           f"distinct items come to each other (at most {audit['null_rate']:g} of them would flag one of their own "
+           f"set): {th}. "
+           + ("Flagged items are left out before training (`audit.remove`); the dataset statistics above are "
+              "before that removal." if audit["remove"] else
+              "**Flagged items were trained on** (`audit.remove: false`)."), "",
+           "| shift | items | flagged (removed) | " + " | ".join(sets) + " |", "|---|---|---|" + "---|" * len(sets)]
+    for s, v in audit["shifts"].items():
+        cells = []
+        for n in sets:
+            c = v["per_set"].get(n, {})
+            det = ", ".join(f"{k} {c[k]}" for k in ("exact", "hash", "cosine") if c.get(k))
+            cells.append(f"{c.get('any', 0)}" + (f" ({det})" if det else ""))
+        out.append(f"| {s} | {v['items']} | {v['flagged_items']} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _quality_md(qu: list[dict], dec, transfer_ok: bool) -> list[str]:
+    if not qu:
+        return ["No dataset-quality metric in this run."]
+    metrics = list(dict.fromkeys(r["utility"] for r in qu))
+    out = [f"Spearman of each dataset-quality metric (computed by the judges, no model of the shift) with each "
+           f"utility metric over the shifts (controls and data-quantity fractions left out), "
+           f"{dec.confidence:.0%} percentile bootstrap over shifts and replicates ({dec.draws} draws; "
+           "`quality_utility.csv`). CMMD enters with its sign flipped, so for both rows a positive value means "
+           "better quality goes with more utility. A description of this run's shifts, not a claim"
+           + ("" if transfer_ok else "; transfer is unvalidated in this run (Controls)") + ".", "",
+           "| quality | " + " | ".join(R.UTILITY[m][0] for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for q in dict.fromkeys(r["quality"] for r in qu):
+        cells = []
+        for m in metrics:
+            r = next(x for x in qu if x["quality"] == q and x["utility"] == m)
+            if r["spearman"] is None:
+                cells.append(f"({r['shifts']} shifts)")
+            else:
+                span = f" [{r['interval'][0]:+.2f}, {r['interval'][1]:+.2f}]" if r["interval"] else ""
+                cells.append(f"{r['spearman']:+.2f}{span}")
+        out.append(f"| {'-cmmd' if q == 'cmmd' else q} | " + " | ".join(cells) + " |")
     return out
 
 

@@ -76,6 +76,41 @@ def _top1_matrix(runs: dict[str, Shift], shifts: list[str]) -> tuple[list[str], 
     return keep, y
 
 
+def _utility_matrix(runs: dict[str, Shift], shifts: list[str], metric: str) -> tuple[list[str], np.ndarray]:
+    """Shifts with item scores of `metric` on every common replicate, and the metric per replicate [S, R]."""
+    reps = sorted(set.intersection(*[set(runs[s].trained) for s in shifts])) if shifts else []
+    keep, rows = [], []
+    for s in shifts:
+        sc = runs[s].scores(metric, reps) if reps else None
+        if sc is not None:
+            keep.append(s)
+            rows.append(stats.stratified_means(*sc))
+    return keep, np.array(rows).reshape(len(keep), len(reps))
+
+
+QUALITY = {"inception_score": 1, "cmmd": -1}  # sign: higher is better quality (lower CMMD is closer to base)
+
+
+def quality_vs_utility(runs: dict[str, Shift], dec: Decision, metrics: list[str]) -> list[dict]:
+    """SELECT's open question 2: Spearman of each dataset-quality metric with each utility metric
+    over the shifts (controls and data-quantity fractions left out), with the bootstrap interval
+    over shifts and replicates. A description, not a claim: no verdict."""
+    out = []
+    shifts = [s for s, sh in runs.items() if sh.trained and sh.data and not sh.control and "_q" not in s]
+    for q, sign in QUALITY.items():
+        for m in metrics:
+            keep, y = _utility_matrix(runs, shifts, m)
+            x = np.array([sign * _get(runs[s].data, "quality", q) for s in keep], dtype=float)
+            ok = np.isfinite(x)
+            rec = {"quality": q, "utility": m, "shifts": int(ok.sum()), "spearman": None, "interval": None}
+            if ok.sum() >= 3:
+                iv = stats.bootstrap_rank(x[ok], y[ok], dec.draws, dec.seed, dec.confidence)
+                rec["spearman"] = round(float(iv.mean), 4)
+                rec["interval"] = [round(iv.lo, 4), round(iv.hi, 4)] if iv.complete else None
+            out.append(rec)
+    return out
+
+
 EQUIV_RULE = ("mean probability the model gives an item's true class (chance = 1/classes; docs/simulation.md "
               "section 13), {c:.0%} interval (replicates + test items): holds if it lies inside chance +- {m:g}, "
               "does not hold if it lies wholly outside, else inconclusive; top-1 is shown, not decisive")
