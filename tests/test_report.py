@@ -339,3 +339,35 @@ def test_quality_vs_utility_known_ranks_and_exclusions():
     r = {(x["quality"], x["utility"]): x for x in findings.quality_vs_utility(sh, DEC, ["top1"])}
     assert r[("inception_score", "top1")]["spearman"] is None and r[("inception_score", "top1")]["shifts"] == 2
     assert r[("cmmd", "top1")]["spearman"] == pytest.approx(1.0)
+
+
+def _fraction(name, accs, images, seed):
+    sh = _shift(name, accs, seed=seed)
+    sh.data["images"] = images
+    sh.data["dataset"]["subsample"] = images / 1000
+    return sh
+
+
+def test_quantity_curves_gain_per_image_and_knee():
+    # 100 -> 250 -> 500 gains clearly, 500 -> 1000 does not: the knee is at 500 images.
+    sh = {"in": _shift("in", [0.800, 0.801, 0.800], seed=1),
+          "in_q10": _fraction("in_q10", [0.600, 0.601, 0.600], 100, seed=2),
+          "in_q25": _fraction("in_q25", [0.700, 0.701, 0.700], 250, seed=3),
+          "in_q50": _fraction("in_q50", [0.800, 0.800, 0.801], 500, seed=4),
+          "other": _shift("other", [0.5, 0.5, 0.5], seed=5)}
+    sh["in"].data["images"] = 1000
+    c = tables.quantity_curves(sh, tables.intervals(sh, 0.95), 0.95)
+    assert c["shift"].tolist() == ["in_q10", "in_q25", "in_q50", "in"] and (c["parent"] == "in").all()
+    assert np.isnan(c.loc[0, "gain"]) and c.loc[1, "gain"] == pytest.approx(0.1, abs=1e-3)
+    assert c.loc[1, "gain_per_1k"] == pytest.approx(0.1 / 0.15, abs=0.01) and c.loc[1, "gain_lo"] > 0
+    assert c["knee"].tolist() == [False, False, True, False]
+    # every step still gains: the knee is the largest point
+    sh["in"] = _shift("in", [0.900, 0.901, 0.900], seed=1)
+    sh["in"].data["images"] = 1000
+    assert tables.quantity_curves(sh, tables.intervals(sh, 0.95), 0.95)["knee"].tolist() == [False, False, False, True]
+    # one replicate: no interval, so no knee is claimed
+    one = {s: _fraction(s, [a], n, seed=i) for i, (s, a, n) in enumerate([("in_q25", 0.7, 250), ("in_q50", 0.8, 500)])}
+    one["in"] = _shift("in", [0.9], seed=9)
+    one["in"].data["images"] = 1000
+    assert not tables.quantity_curves(one, tables.intervals(one, 0.95), 0.95)["knee"].any()
+    assert tables.quantity_curves({"in": sh["in"]}, tables.intervals({"in": sh["in"]}, 0.95), 0.95).empty

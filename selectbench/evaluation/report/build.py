@@ -226,6 +226,8 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
     found = findings.findings(runs, dec, cls.names, cls.confusable)
     # The truth-free noise estimate enters a ranking only if it passed its validation in this run.
     noise_ok = any(f["claim"].startswith(NOISE_VALIDATION) and f["verdict"] == stats.HOLDS for f in found)
+    curves = tables.quantity_curves(runs, ivs, dec.confidence)
+    curves.to_csv(out / "data_quantity.csv", index=False)
     qu = findings.quality_vs_utility(runs, dec, list(R.UTILITY))
     pd.DataFrame(qu).to_csv(out / "quality_utility.csv", index=False)
     cost = tables.cost_table(runs, ivs, R.upstream_costs())
@@ -264,6 +266,8 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
              "## Image-conditioned shifts: near-copies?", "", *_copies_md(runs, near_margin), "",
              "## Contamination: evaluation images inside a shift?", "", *_audit_md(R._json(layout.AUDIT_SUMMARY)), "",
              "## Cost", "", *_cost_md(cost), "",
+             "## Data quantity: what does more of the same data buy? (SELECT's open question 1)", "",
+             *_curves_md(curves), "",
              "## Does image quality predict utility? (SELECT's open question 2)", "", *_quality_md(qu, dec, transfer_ok), "",
              "## Noise floor per metric", "",
              "How far `in`'s replicates spread, and how wide a paired comparison with the weakest shift is, against "
@@ -379,6 +383,24 @@ def _audit_md(audit: dict | None) -> list[str]:
             det = ", ".join(f"{k} {c[k]}" for k in ("exact", "hash", "cosine") if c.get(k))
             cells.append(f"{c.get('any', 0)}" + (f" ({det})" if det else ""))
         out.append(f"| {s} | {v['items']} | {v['flagged_items']} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _curves_md(curves) -> list[str]:
+    if curves.empty:
+        return ["No data-quantity shift in this run (`<shift>_q<pct>` with `subsample:`; README, \"Data-quantity "
+                "curves\")."]
+    out = ["Seeded fractions of a shift (`<shift>_q<pct>`), trained with the same step budget, so more data costs "
+           "curation and labour, not training compute. gain: paired top-1 difference to the next smaller point (same "
+           "seeds, same test items, 95% interval); per 1k images: that gain per 1,000 added images. Knee: the smallest "
+           "point that no larger point of its curve beats by a paired interval above 0 (the largest point when every "
+           "step still gains, so the curve may rise beyond it). `data_quantity.csv`, `data_quantity.png`.", "",
+           "| shift | images | top-1 [95%] | gain [95%] | gain per 1k images | knee |", "|---|---|---|---|---|---|"]
+    for _, r in curves.iterrows():
+        gain = "" if np.isnan(r["gain"]) else f"{r['gain']:+.3f} [{r['gain_lo']:+.3f}, {r['gain_hi']:+.3f}]"
+        per = "" if np.isnan(r["gain_per_1k"]) else f"{r['gain_per_1k']:+.3f}"
+        out.append(f"| {r['shift']} | {r['images']} | {r['top1']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] | {gain} | "
+                   f"{per} | {'**knee**' if r['knee'] else ''} |")
     return out
 
 

@@ -88,6 +88,39 @@ def paired(a: Shift, b: Shift, metric: str, confidence: float) -> stats.Interval
     return stats.paired(sa[0], sb[0], sa[1], confidence)
 
 
+def quantity_curves(runs: dict[str, Shift], ivs: dict, confidence: float, metric: str = "top1") -> pd.DataFrame:
+    """SELECT's open question 1 on the data-quantity shifts (`<parent>_q<pct>`, seeded fractions of
+    <parent>): per point, its size and metric with interval, the paired gain over the next smaller
+    point (same seeds, same test items) and that gain per 1,000 images, and per parent the knee:
+    the smallest point that no larger point of its curve beats by a paired interval above 0 (the
+    largest point when every step still gains: the curve may rise beyond it)."""
+    curves: dict[str, list[str]] = {}
+    for s, sh in runs.items():
+        if "_q" in s and sh.data and "subsample" in sh.data.get("dataset", {}) and s.rsplit("_q", 1)[0] in runs:
+            curves.setdefault(s.rsplit("_q", 1)[0], []).append(s)
+    rows = []
+    for parent, kids in curves.items():
+        pts = sorted((s for s in kids + [parent] if runs[s].data and metric in ivs.get(s, {})),
+                     key=lambda s: runs[s].data["images"])
+        knee = None
+        beats = {(q, s): paired(runs[q], runs[s], metric, confidence) for i, s in enumerate(pts) for q in pts[i + 1:]}
+        if all(iv is not None and iv.complete for iv in beats.values()):  # else (1 replicate): no knee is claimed
+            knee = next(s for i, s in enumerate(pts) if not any(beats[q, s].lo > 0 for q in pts[i + 1:]))
+        for i, s in enumerate(pts):
+            iv, n = ivs[s][metric], runs[s].data["images"]
+            row = {"parent": parent, "shift": s, "images": n, metric: iv.mean, "lo": iv.lo, "hi": iv.hi,
+                   "gain": np.nan, "gain_lo": np.nan, "gain_hi": np.nan, "gain_per_1k": np.nan, "knee": s == knee}
+            if i:
+                g = paired(runs[s], runs[pts[i - 1]], metric, confidence)
+                dn = n - runs[pts[i - 1]].data["images"]
+                if g is not None:
+                    row.update(gain=g.mean, gain_lo=g.lo, gain_hi=g.hi,
+                               gain_per_1k=g.mean / (dn / 1000) if dn > 0 else np.nan)
+            rows.append(row)
+    cols = ["parent", "shift", "images", metric, "lo", "hi", "gain", "gain_lo", "gain_hi", "gain_per_1k", "knee"]
+    return pd.DataFrame(rows, columns=cols)
+
+
 def utility_table(runs: dict[str, Shift], ivs: dict) -> pd.DataFrame:
     """One row per shift: each metric's mean, interval and replicate count, plus dataset-side
     columns that have no replicates (estimated label noise, image quality) and the curation cost."""
