@@ -33,7 +33,8 @@ def _rows(entry: dict, param: str, shift: str, metric: str):
     m = _dig((data.get("metrics") or {}).get(SUMMARY, {}).get("data"), f"{shift}.{metric}")
     if value is None or not isinstance(m, dict) or m.get("mean") is None:
         return []
-    return [{"rev": entry.get("rev"), "name": entry.get("name") or entry.get("rev", "")[:7], param: value,
+    rev = entry.get("rev") or ""
+    return [{"rev": rev, "name": entry.get("name") or (rev if rev == "workspace" else rev[:7]), param: value,
              "mean": m["mean"], "lo": m.get("lo"), "hi": m.get("hi"), "n": m.get("n")}]
 
 
