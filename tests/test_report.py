@@ -283,11 +283,13 @@ def test_pareto_known_answer():
 
 
 def test_cost_table_shares_upstream_stages_among_their_users():
-    def sh(name, strategy, curate, trains, rebalanced=False, control=False):
+    def sh(name, strategy, curate, trains, rebalanced=False, control=False, cleaned=False):
         x = _shift(name, [0.5, 0.5, 0.51])
         x.data["dataset"]["strategy"] = strategy
         if rebalanced:
             x.data["dataset"]["rebalanced_from"] = 100
+        if cleaned:
+            x.data["dataset"]["cleaned_from"] = 100
         if control:
             x.data["dataset"]["labels_shuffled"] = True
         x.costs = {"curate": {"wall_s": curate}, **{f"train_r{i}": {"wall_s": t} for i, t in enumerate(trains)}}
@@ -308,6 +310,11 @@ def test_cost_table_shares_upstream_stages_among_their_users():
     assert c.loc["in", "bin"] == "high" and c.loc["la_txt2img", "bin"] == "low"
     assert c.loc["in", "labour_per_image"] == "expert label"
     assert (c.loc["in", "judgements_lo"], c.loc["in", "judgements_hi"]) == (10, 30)
+    # a `clean` option reads the embedder's embeddings too: it takes its share
+    runs_["in_clean"] = sh("in_clean", "balanced", 1.0, [5.0], cleaned=True)
+    c = tables.cost_table(runs_, tables.intervals(runs_, 0.95), shared)
+    assert c.loc["in_clean", "upstream"] == "embed+train_embedder" and c.loc["in", "upstream"] == "none"
+    assert c.loc["la_txt2img", "upstream_share_s"] == pytest.approx(90 / 4 + 20 / 3)
     assert (c.loc["sd_txt2img", "judgements_lo"], c.loc["sd_txt2img", "judgements_hi"]) == (0, 0)
     assert not c.loc["in_shuffled", "pareto"]
     # a missing upstream record makes the compute unknown, never a silent undercount

@@ -16,7 +16,9 @@ UPSTREAM = {
     "sd_txt2img": ("train_embedder", "train_generator"),   # the generator conditions on the embedder's text tower
     "sd_img2img": ("train_embedder", "train_generator"),
 }
-REBALANCE = ("train_embedder", "embed")  # also what a semdedup option needs
+REBALANCE = ("train_embedder", "embed")  # also what the semdedup and clean options need
+# The stats keys by which a curated shift says it ran an option over the embedder's embeddings.
+EMBEDDING_OPTIONS = ("rebalanced_from", "semdedup_from", "cleaned_from")
 
 # strategy -> (human labour per curated image, (low, high) human yes/no judgements per kept image);
 # absent: none. `balanced` stands for expert curation (ImageNet-style votes on search candidates:

@@ -74,9 +74,6 @@ class Fingerprints:
     def of(cls, images, emb) -> "Fingerprints":
         return cls(emb, dhash(images), digests(images))
 
-    def take(self, rows) -> "Fingerprints":
-        return Fingerprints(self.emb[rows], self.hashes[rows], self.digests[rows])
-
 
 def nearest(q: Fingerprints, ref: Fingerprints, batch: int = 8192, skip_self: bool = False) -> dict[str, np.ndarray]:
     """For each item of q, its nearest item of ref by cosine and by Hamming distance, and whether

@@ -181,13 +181,13 @@ def cost_table(runs: dict[str, Shift], ivs: dict, shared: dict[str, dict]) -> pd
     the human labour it assumes per image and its yes/no judgements per kept image (docs/labour.md),
     the low/high bin (high: any human labour per image) and
     whether it lies on the top-1-for-compute Pareto frontier (controls excluded)."""
-    from selectbench.curation.upstream import LABOUR, upstream
+    from selectbench.curation.upstream import EMBEDDING_OPTIONS, LABOUR, upstream
 
     needs = {}
     for s, sh in runs.items():
         d = (sh.data or {}).get("dataset", {})
         if "strategy" in d:
-            needs[s] = upstream(d["strategy"], "rebalanced_from" in d or "semdedup_from" in d)
+            needs[s] = upstream(d["strategy"], any(k in d for k in EMBEDDING_OPTIONS))
     users = {u: sum(u in n for n in needs.values()) for u in shared}
     rows = []
     for s, sh in runs.items():
