@@ -5,9 +5,6 @@ train.seed and the replicate's name. With train.nproc > 1 it relaunches itself u
 (DDP: gloo on CPU, NCCL on GPU).
 """
 import argparse
-import os
-import subprocess
-import sys
 
 import numpy as np
 
@@ -15,7 +12,7 @@ from selectbench.core import layout, shards
 from selectbench.core.errors import fail
 from selectbench.core.io import read_json, write_json
 from selectbench.core.params import get, load_params
-from selectbench.core.runtime import finish_distributed, init_distributed, replicate_seed, stage_main
+from selectbench.core.runtime import finish_distributed, init_distributed, replicate_seed, run_distributed, stage_main
 from selectbench.core.runtime import live as live_logger
 from selectbench.models import checkpoint, training
 
@@ -35,10 +32,7 @@ def main(argv=None):
     chans = shards.channels(layout.shards(args.shift))
     if cfg.setdefault("in_chans", chans) != chans:
         raise fail("train.in_chans", f"{cfg['in_chans']}, but data/shards/{args.shift} holds {chans}-channel images")
-    if cfg["nproc"] > 1 and "RANK" not in os.environ:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={cfg['nproc']}",
-               "-m", "stages.train", args.shift, args.rep, "--params", args.params]
-        raise SystemExit(subprocess.call(cmd))
+    run_distributed(cfg["nproc"], "stages.train", [args.shift, args.rep, "--params", args.params])
     rank, world = init_distributed()
     run = layout.run(args.shift, args.rep)
     out, ckpt_dir = layout.model(args.shift, args.rep), layout.checkpoints(f"{args.shift}/{args.rep}")

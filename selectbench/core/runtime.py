@@ -135,6 +135,32 @@ def init_distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def run_distributed(nproc: int, module: str, argv: list[str], nnodes: int = 1) -> None:
+    """Re-run ``python -m module argv`` as ``nproc`` ranks per node under torchrun, unless this
+    process already is a rank (torchrun set RANK) or one process is asked for: then it returns and
+    the caller goes on as rank (0, 1) or its own rank. ``nnodes`` > 1 joins a c10d rendezvous at
+    $MASTER_ADDR:$MASTER_PORT, where the other nodes run the same command (README "Several
+    machines"). A failed rank fails the stage with one line; what finished persists for the rerun."""
+    if "RANK" in os.environ or (nproc <= 1 and nnodes <= 1):
+        return
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if nnodes > 1:
+        if "MASTER_ADDR" not in os.environ:
+            raise UserError(f"{nnodes} nodes need MASTER_ADDR (and MASTER_PORT) of the rendezvous host")
+        endpoint = f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT', '29500')}"
+        cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
+                f"--rdzv-id={os.environ.get('SLURM_JOB_ID', module)}"]
+    else:
+        cmd += ["--standalone"]
+    rc = subprocess.call([*cmd, "-m", module, *argv])
+    if rc != 0:
+        raise UserError(f"{module}: a rank failed under torchrun (exit {rc}); nothing was recorded, "
+                        "finished parts are kept and `dvc repro` resumes from them")
+    raise SystemExit(0)
+
+
 def live(record: str):
     """The DVCLive logger of a training stage. Its metrics and plots are declared in dvc.yaml, so it
     writes no dvc.yaml, experiment or HTML report of its own."""
