@@ -1,5 +1,11 @@
-"""curate@<shift>: run the shift's strategy -> data/curated/<shift>/{index.parquet, stats.json[, images.npy]}."""
+"""curate@<shift>: run the shift's strategy -> data/curated/<shift>/{index.parquet, stats.json[, generated/]}.
+
+With curation.nproc > 1, the strategies that split their work (registry.DISTRIBUTED: hierarchical
+k-means over points, generation over shards) run as that many torchrun ranks; the outputs are
+the ones one process writes. Generated shards persist in data/tmp/generate/<shift> until the
+stage finishes, so a killed run resumes from the shards it completed."""
 import argparse
+import os
 import shutil
 import time
 from pathlib import Path
@@ -7,12 +13,22 @@ from pathlib import Path
 import numpy as np
 
 from selectbench.core import layout
+from selectbench.core.genshards import GeneratedImages
 from selectbench.core.index import write_index
-from selectbench.core.io import atomic_save_npy, write_json
-from selectbench.core.params import load_params
-from selectbench.core.runtime import all_threads, limit_threads, stage_main
+from selectbench.core.io import write_json
+from selectbench.core.params import get, load_params
+from selectbench.core.runtime import (
+    all_threads,
+    finish_distributed,
+    init_distributed,
+    limit_threads,
+    run_distributed,
+    stage_main,
+)
 from selectbench.curation import context
 from selectbench.curation import registry as curation
+from selectbench.curation.generated import RankFinished
+from selectbench.curation.hkm.comm import LOCAL, Dist
 from selectbench.evaluation import counts as count_stats
 from selectbench.evaluation import noise
 
@@ -49,20 +65,32 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="default: data/curated/<shift>")
     ap.add_argument("--cost", default=None, help="default: reports/cost/curate_<shift>.json")
     args = ap.parse_args(argv)
-    limit_threads(all_threads())  # no worker processes: both cores compute
     params = load_params(args.params)
+    if curation.strategy_of(params, args.shift) in curation.DISTRIBUTED:
+        extra = [a for k, v in (("--out", args.out), ("--cost", args.cost)) if v for a in (k, v)]
+        run_distributed(get(params, "curation.nproc", int, lo=1), "stages.curate",
+                        [args.shift, "--params", args.params, *extra], get(params, "curation.nnodes", int, lo=1))
+    rank, world = init_distributed()
+    # Every rank computes as one process would: float results can depend on the thread count.
+    limit_threads(all_threads())
     out = Path(args.out) if args.out else layout.curated(args.shift)
-    ctx = context.Context(params)
+    ctx = context.Context(params, comm=Dist() if world > 1 else LOCAL)
     t0, c0 = time.perf_counter(), time.process_time()
-    cur = curation.run(ctx, args.shift)
+    try:
+        cur = curation.run(ctx, args.shift)
+    except RankFinished:  # a worker rank's generated shards are written; rank 0 finishes the stage
+        cur = None
+    if rank != 0:  # hkm: a worker's share is all-reduced into the tree rank 0 draws from
+        finish_distributed(world)
+        return
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     tail = params.get("report", {}).get("tail_threshold", 100)
     stats = shift_stats(ctx, cur, tail)
     if out.exists():
         shutil.rmtree(out)
     write_index(cur.index, out / "index.parquet")
-    if cur.images is not None:
-        atomic_save_npy(out / "images.npy", np.ascontiguousarray(cur.images, dtype=np.uint8))
+    if isinstance(cur.images, GeneratedImages):  # the finished shards become the output, uncopied
+        os.replace(cur.images.dir, layout.generated(out))
     write_json(out / "stats.json", stats)
     # Wall-clock cost lives apart from the content-hashed outputs so that timings never change them.
     write_json(args.cost or layout.cost(f"curate_{args.shift}"),
@@ -75,7 +103,8 @@ def main(argv=None):
     msg = f"curate@{args.shift}: {len(cur.index)} images, coverage {stats['coverage']}/{ctx.num_classes}"
     if "label_precision" in stats:
         msg += f", label precision {stats['label_precision']:.3f}"
-    print(msg + f" ({wall:.1f}s)")
+    print(msg + f" ({wall:.1f}s{f' on {world} ranks' if world > 1 else ''})")
+    finish_distributed(world)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,24 @@
 """evaluate@<shift>-<rep>: the model-side utility metrics of one replicate ->
-reports/metrics/<shift>/<rep>.json (DVC metrics) + reports/items/<shift>/<rep>.npz (per test item)."""
+reports/metrics/<shift>/<rep>.json (DVC metrics) + reports/items/<shift>/<rep>.npz (per test item).
+
+With evaluate.nproc > 1 it relaunches itself under torchrun: the ranks split inference batches and
+transfer tasks, rank 0 writes the same bytes one process does (selectbench.evaluation.parallel)."""
 import argparse
 import time
 
 from selectbench.core import layout
 from selectbench.core.io import write_json, write_npz
-from selectbench.core.params import load_params
-from selectbench.core.runtime import all_threads, limit_threads, stage_main
+from selectbench.core.params import get, load_params
+from selectbench.core.runtime import (
+    all_threads,
+    finish_distributed,
+    init_distributed,
+    limit_threads,
+    run_distributed,
+    stage_main,
+)
 from selectbench.evaluation.evaluate import evaluate_run
+from selectbench.evaluation.parallel import Ranks
 
 
 @stage_main
@@ -20,14 +31,23 @@ def main(argv=None):
     t0 = time.perf_counter()
     limit_threads(all_threads())  # no data workers here, so every core computes
     p = load_params(args.params)
-    out, items = evaluate_run(p, args.shift, args.rep)
-    write_json(layout.metrics(args.shift, args.rep), out)
-    write_npz(layout.items(args.shift, args.rep), **items)
-    run = layout.run(args.shift, args.rep)
-    write_json(layout.cost(f"evaluate_{run}"), {"wall_s": round(time.perf_counter() - t0, 2)})
-    top1 = out.get("top1")
-    print(f"evaluate@{run}: top1 {top1:.4f}" if top1 is not None else f"evaluate@{run}: {out['status']}",
-          f"({time.perf_counter() - t0:.0f}s)")
+    nproc = get(p, "evaluate.nproc", int, lo=1)
+    run_distributed(nproc, "stages.evaluate", [args.shift, args.rep, "--params", args.params])
+    rank, world = init_distributed()
+    # Every rank computes with one process's threads, not cores // world: CPU fine-tuning results
+    # depend on the thread count (transfer items of evaluate@in-r1 differ between 1 and 2, measured).
+    limit_threads(all_threads())
+    result = evaluate_run(p, args.shift, args.rep, Ranks(rank, world))
+    if rank == 0:
+        out, items = result
+        write_json(layout.metrics(args.shift, args.rep), out)
+        write_npz(layout.items(args.shift, args.rep), **items)
+        run = layout.run(args.shift, args.rep)
+        write_json(layout.cost(f"evaluate_{run}"), {"wall_s": round(time.perf_counter() - t0, 2), "world": world})
+        top1 = out.get("top1")
+        print(f"evaluate@{run}: top1 {top1:.4f}" if top1 is not None else f"evaluate@{run}: {out['status']}",
+              f"({time.perf_counter() - t0:.0f}s)")
+    finish_distributed(world)
 
 
 if __name__ == "__main__":

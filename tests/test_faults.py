@@ -36,7 +36,8 @@ TRAIN_STEPS, GEN_STEPS = 100, 30  # 30: the kill lands well before the last chec
 
 
 def _params() -> dict:
-    p = tiny_params(ROOT / "params.yaml", shifts=("in",))
+    p = tiny_params(ROOT / "params.yaml", shifts=("in", "sd_txt2img"))
+    p["shifts"]["sd_txt2img"].update(per_class=40, batch_size=50)  # 400 images in 4 shards of 100
     p["shifts"]["in"]["per_class"] = 500            # 5,000 samples: shard writing lasts about a second
     p["curation"]["images"] = None                  # all 5,000, not the matched budget
     p["shard"]["samples_per_shard"] = 100
@@ -216,3 +217,46 @@ def test_kill_during_generator_training_resumes_from_the_checkpoint(proj):
     assert "resuming" not in log
     assert _files(d / "models/generator") == resumed
     assert _out_md5(d, "train_generator", "models/generator") == md5
+
+
+def _set_params(d: Path, edit) -> None:
+    p = yaml.safe_load((d / "params.yaml").read_text())
+    edit(p)
+    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def test_generation_on_two_ranks_matches_one_and_a_killed_rank_resumes(proj):
+    """curate@sd_txt2img on 1 rank, then 2 (torchrun, gloo): the same bytes. With another seed, rank
+    1 is SIGKILLed after its first finished shard: the stage fails with one line, dvc.lock keeps
+    the previous entry, and the next repro resumes from the finished shards to the bytes of an
+    uninterrupted run."""
+    d = proj
+    if "train_generator" not in _lock(d):
+        _dvc(d, "repro", "-q", "-s", "embed")
+        _dvc(d, "repro", "-q", "-s", "train_generator")
+    stage, out = "curate@sd_txt2img", d / "data/curated/sd_txt2img"
+    _dvc(d, "repro", "-s", stage)
+    one = _files(out)
+    assert sorted(f for f in one if f.endswith(".tar")) == [f"generated/gen-{s:06d}.tar" for s in range(4)]
+    _set_params(d, lambda p: p["curation"].update(nproc=2))
+    log = _dvc(d, "repro", "-s", stage)
+    assert "on 2 ranks" in log and _files(out) == one
+    entry = _lock(d)[stage]
+
+    _set_params(d, lambda p: p["shifts"]["sd_txt2img"].update(seed=7))
+    r = subprocess.run([DVC, "repro", "-s", stage], cwd=d, env={**_env(d), "SELECT_FAULT_KILL_RANK": "1"},
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "a rank failed under torchrun" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    assert _lock(d)[stage] == entry
+    _assert_nothing_partial_tracked(d)
+    assert (d / "data/tmp/generate/sd_txt2img/gen-000001.tar").exists()  # rank 1's first shard
+
+    log = _dvc(d, "repro", "-s", stage)
+    m = re.search(r"resuming, (\d+) of 4 shards already written", log)
+    assert m and 1 <= int(m[1]) < 4, log[-2000:]
+    resumed = _files(out)
+    assert resumed != one and _lock(d)[stage] != entry
+    _set_params(d, lambda p: p["curation"].update(nproc=1))
+    log = _dvc(d, "repro", "-s", "-f", stage)  # uninterrupted, one process
+    assert "resuming" not in log and _files(out) == resumed

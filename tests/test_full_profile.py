@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from selectbench.core.genshards import GeneratedImages
 from tests.full_world import write_classes, write_world
 from tests.project import ALWAYS, ROOT, UP_TO_DATE, inside, make_project
 from tests.tiny import tiny_params
@@ -101,7 +102,7 @@ def test_models_are_rgb_and_every_metric_is_computed(project):
         assert m["natural"]["scored_classes"] == {"imagenet_r": [1, 2]}
         assert set(m["transfer"]["tasks"]) == {"vtab_eurosat"}
         assert np.isfinite(m["corruption"]["mean_top1"])
-    gen = np.load(d / "data/curated/sd_img2img/images.npy")
+    gen = np.asarray(GeneratedImages(d / "data/curated/sd_img2img/generated"))
     assert gen.shape == (4 * 3, 32, 32, 3) and gen.dtype == np.uint8
 
 

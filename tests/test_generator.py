@@ -159,11 +159,12 @@ def test_img2img_strength(model, enc, data):
     assert uni.shape == imgs.shape
 
 
-def test_resume_dir_skips_finished_batches(model, enc, data, tmp_path):
+def test_resume_dir_skips_finished_shards(model, enc, data, tmp_path):
     imgs, caps = data
     imgs, caps = imgs[:10], caps[:10]
     kw = dict(strength=0.75, steps=4, seed=9, batch_size=4, progress=False)
     full = sampling.img2img(model, enc, imgs, caps, **kw)
+    kw["shard_size"] = 4  # one batch per shard
 
     calls = {"n": 0}
     real_forward = model.unet.forward
@@ -179,16 +180,19 @@ def test_resume_dir_skips_finished_batches(model, enc, data, tmp_path):
     try:
         with pytest.raises(KeyboardInterrupt):
             sampling.img2img(model, enc, imgs, caps, resume_dir=tmp_path, **kw)
-        assert [p.name for p in sorted(tmp_path.glob("items-*.npy"))] == ["items-00000000-00000004.npy"]
+        assert [p.name for p in sorted(tmp_path.glob("gen-*.tar"))] == ["gen-000000.tar"]
+        assert not (tmp_path / "sizes.json").exists()  # unfinished: no view can open it
         calls["n"], budget = 0, 10**6
         resumed = sampling.img2img(model, enc, imgs, caps, resume_dir=tmp_path, **kw)
-        assert calls["n"] == 2 * 3  # only the two unfinished batches ran
-        assert np.array_equal(resumed, full)
+        assert calls["n"] == 2 * 3  # only the two unfinished shards ran
+        assert np.array_equal(np.asarray(resumed), full) and len(resumed) == 10
+        assert np.array_equal(resumed[3], full[3]) and np.array_equal(resumed[[9, 0]], full[[9, 0]])
+        assert np.array_equal(resumed[full.sum(axis=(1, 2)) > 0], full[full.sum(axis=(1, 2)) > 0])
         # Another request in the same folder does not reuse those batches.
         calls["n"] = 0
         other = sampling.img2img(model, enc, imgs, caps, resume_dir=tmp_path, **{**kw, "seed": 10})
         assert calls["n"] == 3 * 3
-        assert not np.array_equal(other, full)
+        assert not np.array_equal(np.asarray(other), full)
     finally:
         del model.unet.forward
 
@@ -281,13 +285,13 @@ def sd_dirs(tmp_path_factory):
     return write_tiny_sd(tmp_path_factory.mktemp("sd"))
 
 
-def _check_pil(out, n, size=32):
-    assert len(out) == n
-    assert all(im.mode == "RGB" and im.size == (size, size) for im in out)
+def _check_rgb(out, n, size=32):
+    arr = np.asarray(out)
+    assert arr.shape == (n, size, size, 3) and arr.dtype == np.uint8
 
 
 def _arrays(out):
-    return np.stack([np.asarray(im) for im in out])
+    return np.asarray(out)
 
 
 def test_sd_txt2img_end_to_end(sd_dirs, tmp_path):
@@ -295,12 +299,12 @@ def test_sd_txt2img_end_to_end(sd_dirs, tmp_path):
     assert pipe.safety_checker is None and pipe.unet.dtype == torch.float32
     kw = dict(seed=0, steps=2, guidance=3.0, size=32, batch_size=2, progress=False)
     out = sd.generate_sd(pipe, CAPTIONS, **kw)
-    _check_pil(out, 3)
+    _check_rgb(out, 3)
     assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
     again = sd.generate_sd(pipe, CAPTIONS, resume_dir=tmp_path, **kw)
     assert np.array_equal(_arrays(out), _arrays(again))
-    assert len(list(tmp_path.glob("items-*.npy"))) == 2
-    _check_pil(sd.generate_sd(pipe, CAPTIONS[:1], scheduler="ddim", **kw), 1)
+    assert len(list(tmp_path.glob("gen-*.tar"))) == 1 and len(again) == 3
+    _check_rgb(sd.generate_sd(pipe, CAPTIONS[:1], scheduler="ddim", **kw), 1)
 
 
 def test_sd_img2img_end_to_end(sd_dirs, data):
@@ -308,7 +312,7 @@ def test_sd_img2img_end_to_end(sd_dirs, data):
     pipe = sd.load_sd_pipeline(sd_dirs[0], mode="img2img", device="cpu")
     kw = dict(prompts=CAPTIONS, seed=0, steps=2, guidance=3.0, size=32, batch_size=2, strength=0.75, progress=False)
     out = sd.generate_sd(pipe, list(imgs[:3]), **kw)
-    _check_pil(out, 3)
+    _check_rgb(out, 3)
     assert np.array_equal(_arrays(out), _arrays(sd.generate_sd(pipe, list(imgs[:3]), **kw)))
     with pytest.raises(UserError, match="prompts"):
         sd.generate_sd(pipe, list(imgs[:3]), seed=0, steps=2, guidance=3.0, size=32, batch_size=2)
@@ -319,7 +323,7 @@ def test_sd_image_variation_end_to_end(sd_dirs, data):
     pipe = sd.load_sd_pipeline(sd_dirs[1], mode="variation", device="cpu")
     kw = dict(seed=0, steps=2, guidance=3.0, size=32, batch_size=2, progress=False)
     out = sd.generate_sd(pipe, list(imgs[:3]), **kw)
-    _check_pil(out, 3)
+    _check_rgb(out, 3)
     assert np.array_equal(_arrays(out), _arrays(sd.generate_sd(pipe, list(imgs[:3]), **kw)))
 
 

@@ -303,7 +303,7 @@ def test_rgb_shards_are_jpg_deterministic_and_decode_to_rgb(tmp_path):
     for name in sizes:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     urls, _ = shards.shard_urls(tmp_path / "a")
-    assert {name.rsplit(".", 1)[1] for name, _ in shards._tar_members(urls[0])} == {"jpg", "cls", "json"}
+    assert {name.rsplit(".", 1)[1] for name, _ in shards.tar_members(urls[0])} == {"jpg", "cls", "json"}
     got = list(shards.iter_samples(urls))
     assert [c for _, _, c in got] == labels.tolist()
     rgb = shards.decode_image(got[0][1], "RGB")

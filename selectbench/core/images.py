@@ -1,7 +1,8 @@
 """Where a stage reads pixels: array files in the embedded profile, source adapters in the full one.
 
 Each image set is either an array file written by an earlier stage (data/raw/<split>.npz 'images',
-data/pool/images.npy, data/natural/images.npy, data/curated/<shift>/images.npy) or, in the full
+data/pool/images.npy, data/natural/images.npy), a generated shift's shards (data/curated/<shift>/generated,
+selectbench.core.genshards) or, in the full
 profile, a pointer file beside it (`<set>.images.json`) naming a selectbench.sources adapter and
 the square size and mode every image is decoded to. ImageNet at 224 px would be a 190 GB array and
 a LAION pool cannot be materialised at all, so a pointer is the only contract that scales.
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from selectbench.core.errors import UserError
-from selectbench.core.layout import IMAGE_SETS
+from selectbench.core.genshards import GeneratedImages
+from selectbench.core.layout import IMAGE_SETS, generated
 
 
 def is_lazy(images) -> bool:
@@ -50,7 +52,7 @@ def open_images(name: str, root: str | os.PathLike = ".", curated_dir: str | os.
     if name == "generated":
         if curated_dir is None:
             raise ValueError("generated images need curated_dir")
-        return np.load(Path(curated_dir) / "images.npy", mmap_mode="r")
+        return GeneratedImages(generated(curated_dir))
     if name not in IMAGE_SETS:
         raise UserError(f"unknown image set {name!r}; known: {', '.join(IMAGE_SETS)}, generated")
     array_file, pointer = (root / p for p in IMAGE_SETS[name])

@@ -76,8 +76,13 @@ def task(name: str) -> Path:
 
 
 def curated(shift: str) -> Path:
-    """index.parquet, stats.json[, images.npy] of one shift."""
+    """index.parquet, stats.json[, generated/] of one shift."""
     return Path("data/curated") / shift
+
+
+def generated(curated_dir: str | Path) -> Path:
+    """A generated shift's images: WebDataset shards gen-*.tar + sizes.json (selectbench.core.genshards)."""
+    return Path(curated_dir) / "generated"
 
 
 AUDIT = Path("data/audit")              # <shift>.parquet (flagged items), summary.json (stages.audit)

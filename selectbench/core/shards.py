@@ -44,7 +44,7 @@ def image_member(img: np.ndarray) -> tuple[str, bytes]:
     raise ValueError(f"image of shape {img.shape} ({img.dtype}): expected grey (H, W) or uint8 RGB (H, W, 3)")
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mtime = 0
@@ -76,9 +76,9 @@ def write_shards(samples: Iterable[tuple[str, np.ndarray, int, dict]], out_dir: 
             tar = tarfile.open(tmp / name, "w", format=tarfile.USTAR_FORMAT)
             sizes[name] = 0
         ext, data = image_member(np.asarray(img))
-        _add(tar, f"{key}.{ext}", data)
-        _add(tar, f"{key}.cls", str(int(label)).encode())
-        _add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+        add_member(tar, f"{key}.{ext}", data)
+        add_member(tar, f"{key}.cls", str(int(label)).encode())
+        add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
         sizes[name] += 1
         n += 1
     if tar is not None:
@@ -98,7 +98,7 @@ def shard_urls(shard_dir: str | Path) -> tuple[list[str], dict[str, int]]:
     return [str(d / name) for name in sorted(sizes)], sizes
 
 
-def _tar_members(url: str) -> Iterator[tuple[str, bytes]]:
+def tar_members(url: str) -> Iterator[tuple[str, bytes]]:
     """(name, data) of each regular file in a tar, parsing the 512-byte headers directly.
 
     Python's tarfile spends ~20 us per member on header objects, three times the PNG decode
@@ -140,7 +140,7 @@ def tar_samples(urls) -> Iterator[dict]:
     for url in urls:
         url = url["url"] if isinstance(url, dict) else url
         cur: dict = {}
-        for name, data in _tar_members(url):
+        for name, data in tar_members(url):
             key, ext = name.rsplit(".", 1)
             if cur and cur["__key__"] != key:
                 yield cur

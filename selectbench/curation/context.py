@@ -1,7 +1,7 @@
 """What a curated index points at: the per-source images, embeddings and hidden truth.
 
 An index row is (source, row): `train` rows of the base train split (data/raw), `pool` rows of
-data/pool, `generated` rows of the shift's own data/curated/<shift>/images.npy. This module is the
+data/pool, `generated` rows of the shift's own data/curated/<shift>/generated shards. This module is the
 one place that knows it, so the curate, shard and evaluate stages share it; where the pixels of
 each source live (arrays or adapters) is selectbench.images' business."""
 from __future__ import annotations
@@ -17,15 +17,17 @@ from selectbench.core import layout
 from selectbench.core.classes import Classes
 from selectbench.core.classes import load as load_classes
 from selectbench.core.errors import UserError
-from selectbench.core.images import base_name, open_images
+from selectbench.core.genshards import GeneratedImages
+from selectbench.core.images import Subset, base_name, open_images
 from selectbench.core.index import gather
 from selectbench.core.layout import load_split
+from selectbench.curation.hkm.comm import LOCAL, Local
 
 
 @dataclass
 class Curated:
     index: pd.DataFrame
-    images: np.ndarray | None = None  # new images (generated shifts), rows of source 'generated'
+    images: np.ndarray | GeneratedImages | None = None  # new images (generated shifts), rows of source 'generated'
     stats: dict = field(default_factory=dict)
 
 
@@ -36,6 +38,7 @@ class Context:
     params: dict
     root: Path = Path(".")
     tmp_dir: Path = layout.TMP
+    comm: Local = LOCAL  # the ranks a distributed strategy (hkm, generation) splits its work over
     _emb: dict = field(default_factory=dict, init=False, repr=False)
 
     @cached_property
@@ -100,7 +103,7 @@ class Context:
 def embeddings_of(ctx: Context, cur: Curated) -> np.ndarray:
     """Embeddings of an index's items (generated ones are embedded on the fly)."""
     emb = gather(cur.index, {"train": lambda r: ctx.emb("train_img")[r], "pool": lambda r: ctx.emb("pool_img")[r],
-                             "generated": lambda r: ctx.embedder.encode_images(cur.images[r])}, "embeddings")
+                             "generated": lambda r: ctx.embedder.encode_images(Subset(cur.images, r))}, "embeddings")
     return np.empty((0, 1), dtype=np.float32) if emb is None else emb.astype(np.float32, copy=False)
 
 

@@ -35,6 +35,15 @@ STRATEGIES: dict[str, Callable[[Context, Section], Curated]] = {
     "sd_img2img": curate_sd_img2img,
     "clip_score": curate_clip_score,
 }
+# Strategies that split their work over torchrun ranks (curation.nproc): k-means points, generated shards.
+DISTRIBUTED = ("hkm", "sd_txt2img", "sd_img2img")
+
+
+def strategy_of(params: dict, key: str) -> str:
+    shifts = get(params, "shifts", dict)
+    if key not in shifts:
+        raise fail("shifts", f"unknown shift {key!r}; defined: {', '.join(shifts)}")
+    return Section(params, f"shifts.{key}").get("strategy", str, choices=tuple(STRATEGIES))
 
 
 def rebalance(ctx: Context, cur: Curated, cfg: Section) -> Curated:
@@ -74,11 +83,8 @@ def clean(ctx: Context, cur: Curated, cfg: Section) -> Curated:
 
 
 def run(ctx: Context, key: str) -> Curated:
-    shifts = get(ctx.params, "shifts", dict)
-    if key not in shifts:
-        raise fail("shifts", f"unknown shift {key!r}; defined: {', '.join(shifts)}")
+    strategy = strategy_of(ctx.params, key)
     cfg = Section(ctx.params, f"shifts.{key}")
-    strategy = cfg.get("strategy", str, choices=tuple(STRATEGIES))
     cur = STRATEGIES[strategy](ctx, cfg)
     if cfg.opt("semdedup"):
         cur = semdedup(ctx, cur, cfg.sub("semdedup"))

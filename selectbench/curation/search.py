@@ -12,6 +12,7 @@ from selectbench.core.openimages import OpenImagesLabels
 from selectbench.core.params import Section
 from selectbench.curation import strategies as S
 from selectbench.curation.context import Context, Curated
+from selectbench.curation.hkm.comm import LOCAL, Local, shard_range
 
 
 def _cap(cfg: Section) -> int | None:
@@ -113,16 +114,19 @@ def curate_schema_map(ctx: Context, cfg: Section) -> Curated:
     return Curated(idx, stats={"unmapped_classes": oi.unmapped_classes(ctx.num_classes)})
 
 
-def hkm_draw(cfg: Section, emb: np.ndarray, n: int) -> np.ndarray:
+def hkm_draw(cfg: Section, emb: np.ndarray, n: int, comm: Local = LOCAL) -> np.ndarray:
+    """Rows of `emb` drawn by hierarchical k-means; over comm's ranks each clusters its own block."""
     from selectbench.curation.hkm import fit, sample
 
     levels = cfg.get("levels", list)
     if not levels or not all(isinstance(v, int) and v > 0 for v in levels):
         raise fail(f"{cfg.key}.levels", f"expected a list of positive integers, got {levels!r}")
     seed = cfg.get("seed", int)
-    tree = fit.fit(emb, levels, n_iter=cfg.get("n_iter", int, lo=1),
+    lo, hi = shard_range(len(emb), comm.rank, comm.world)
+    tree = fit.fit(emb[lo:hi], levels, n_iter=cfg.get("n_iter", int, lo=1),
                        resample_steps=cfg.get("resample_steps", int, lo=0),
-                       sample_strategy=cfg.get("sample_strategy", str, choices=("closest", "random")), seed=seed)
+                       sample_strategy=cfg.get("sample_strategy", str, choices=("closest", "random")), seed=seed,
+                       comm=comm)
     return sample.balanced_sample(tree, n, leaf=cfg.get("leaf", str, choices=("random", "closest")), seed=seed)
 
 
@@ -138,7 +142,7 @@ def curate_hkm(ctx: Context, cfg: Section) -> Curated:
         keep = S.image_based_filter(pool_emb[candidates], ctx.emb("train_img")[base], prefilter,
                                     cfg.get("seed", int))
         candidates = candidates[keep]
-    rows = candidates[hkm_draw(cfg, pool_emb[candidates], n)]
+    rows = candidates[hkm_draw(cfg, pool_emb[candidates], n, ctx.comm)]
     labels, conf = S.knn_vote(pool_emb[rows], ctx.emb("train_img")[base], ctx.train["labels"][base],
                               cfg.get("label_k", int, lo=1), ctx.num_classes)
     return Curated(shift_index(ctx, "pool", rows, labels, conf),

@@ -54,8 +54,7 @@ def shift_fingerprints(ctx: Context, index: pd.DataFrame, curated_dir, chunk: in
             digests[p] = C.digests(imgs)
             ok[p] = good
     digests[~ok] = b""
-    images = np.load(curated_dir / "images.npy", mmap_mode="r") if (curated_dir / "images.npy").exists() else None
-    emb = embeddings_of(ctx, Curated(index, images))
+    emb = embeddings_of(ctx, Curated(index, arrays.get("generated")))
     return C.Fingerprints(emb, hashes, digests), ok
 
 

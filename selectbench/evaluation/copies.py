@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+CHUNK = 1024
+
 
 def rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-image root-mean-square pixel difference (0-255 scale) of two equally shaped stacks."""
@@ -33,6 +35,11 @@ def near_copy(generated: np.ndarray, base: np.ndarray, condition: np.ndarray, la
     ok = other >= 0
     if not ok.any():
         return {"rms_own": float("nan"), "rms_same_class": float("nan"), "items": 0}
-    own = rms(generated[ok], base[condition[ok]])
-    same = rms(generated[ok], base[other[ok]])
+    items = np.flatnonzero(ok)
+    own, same = np.empty(len(items)), np.empty(len(items))
+    for s in range(0, len(items), CHUNK):  # generated shards and the base set may not fit in memory
+        i = items[s:s + CHUNK]
+        gen = generated[i]
+        own[s:s + CHUNK] = rms(gen, base[condition[i]])
+        same[s:s + CHUNK] = rms(gen, base[other[i]])
     return {"rms_own": float(np.median(own)), "rms_same_class": float(np.median(same)), "items": int(ok.sum())}

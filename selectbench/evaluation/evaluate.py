@@ -4,6 +4,8 @@ Cross-shift numbers (mCE relative to `in`, Spearman agreement with `in`) are com
 report stage, so evaluating one shift never depends on another shift's model."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from selectbench.core import layout
@@ -12,16 +14,20 @@ from selectbench.core.images import open_images
 from selectbench.core.io import read_json
 from selectbench.core.layout import load_split
 from selectbench.core.params import get
-from selectbench.core.runtime import replicate_seed
+from selectbench.core.runtime import compute_device, replicate_seed
 from selectbench.evaluation import accuracy
 from selectbench.evaluation import utility as E
-from selectbench.models.training import load_model, predict
+from selectbench.evaluation.parallel import Ranks, predict_batches
+from selectbench.models.training import load_model
 
 
-def evaluate_run(p: dict, shift: str, rep: str) -> tuple[dict, dict[str, np.ndarray]]:
+def evaluate_run(p: dict, shift: str, rep: str, ranks: Ranks = Ranks()) -> tuple[dict, dict[str, np.ndarray]] | None:
     """(the record of reports/metrics/<shift>/<rep>.json, the per-item scores behind it for
     reports/items/<shift>/<rep>.npz: `<metric>` bool [N] and `<metric>_strata` int [N]; a
-    metric is the mean over strata of each stratum's mean)."""
+    metric is the mean over strata of each stratum's mean).
+
+    Under torch.distributed every rank calls it with its `ranks`: each computes its share
+    (selectbench.evaluation.parallel), rank 0 gets the result, the others None."""
     seed = replicate_seed(get(p, "evaluate.seed", int), rep)
     classes = list(load_classes().entries)
     C = len(classes)
@@ -31,8 +37,18 @@ def evaluate_run(p: dict, shift: str, rep: str) -> tuple[dict, dict[str, np.ndar
     if model is None:
         out["status"] = f"not trained: {args_yaml.get('skipped', 'no model')}"
     else:
+        if ranks.world > 1:  # each rank on its own GPU (load_model puts the model on the first)
+            model.to(compute_device(int(os.environ.get("LOCAL_RANK", ranks.rank))))
         cfg = args_yaml["train"]
-        logits = predict(model, open_images("test"), cfg)
+        cor = np.load(layout.CORRUPTED / "corrupted.npz")
+        nat = open_images("natural")
+        # Every rank takes part in each gather, in this order; only rank 0 goes on from here.
+        logits = predict_batches(model, open_images("test"), cfg, ranks)
+        cor_logits = predict_batches(model, cor["images"], cfg, ranks)
+        nat_logits = predict_batches(model, nat, cfg, ranks)
+        t_out = transfer(model, get(p, "transfer", dict), cfg, seed, ranks)
+        if ranks.rank != 0:
+            return None
         pred = logits.argmax(1)
         items["top1"] = pred == test["labels"]
         items["p_true"] = accuracy.true_class_probability(logits, test["labels"])
@@ -40,13 +56,10 @@ def evaluate_run(p: dict, shift: str, rep: str) -> tuple[dict, dict[str, np.ndar
         out["top1"] = accuracy.topk_accuracy(logits, test["labels"], 1)
         out["top5"] = accuracy.topk_accuracy(logits, test["labels"], 5)
         out["per_class_accuracy"] = accuracy.per_class_accuracy(pred, test["labels"], C).tolist()
-        cor = np.load(layout.CORRUPTED / "corrupted.npz")
         names = read_json(layout.CORRUPTED / "summary.json")["corruptions"]
-        cor_logits = predict(model, cor["images"], cfg)
         out["corruption"] = E.corruption_metrics(cor_logits, cor["labels"], cor["corruption"], cor["severity"], names)
         items["corruption"] = cor_logits.argmax(1) == cor["labels"]
         items["corruption_strata"] = cor["corruption"].astype(np.int64) * 10 + cor["severity"]
-        nat = open_images("natural")
         import pandas as pd
 
         nat_meta = pd.read_parquet(layout.NATURAL_META)
@@ -54,7 +67,7 @@ def evaluate_run(p: dict, shift: str, rep: str) -> tuple[dict, dict[str, np.ndar
         sets = nat_meta["set"].to_numpy() if "set" in nat_meta else None
         scored_file = layout.NATURAL / "scored_classes.json"
         scored = read_json(scored_file) if scored_file.exists() else {}
-        nat_pred = E.natural_predictions(predict(model, nat, cfg), nat_labels, sets, scored)
+        nat_pred = E.natural_predictions(nat_logits, nat_labels, sets, scored)
         if len(nat):
             items["natural"] = nat_pred == nat_labels
         out["natural"] = {"top1": float((nat_pred == nat_labels).mean()) if len(nat) else float("nan"),
@@ -64,19 +77,29 @@ def evaluate_run(p: dict, shift: str, rep: str) -> tuple[dict, dict[str, np.ndar
                                          for s in sorted(set(sets))}
             # Which classes each restricted set was scored over (its published ones the run has).
             out["natural"]["scored_classes"] = {s: c for s, c in scored.items() if (sets == s).any()}
-        out["transfer"], t_items = transfer(model, get(p, "transfer", dict), cfg, seed)
+        out["transfer"], t_items = t_out
         items.update(t_items)
-    return out, items
+    return (out, items) if ranks.rank == 0 else None
 
 
-def transfer(model, tcfg: dict, train_cfg: dict, seed: int) -> tuple[dict, dict[str, np.ndarray]]:
+def transfer(model, tcfg: dict, train_cfg: dict, seed: int,
+             ranks: Ranks = Ranks()) -> tuple[dict, dict[str, np.ndarray]] | None:
     """SELECT's transfer protocol over the tasks of `tcfg`: (the metrics record, item scores
-    `transfer` bool [N] and `transfer_strata` int [N], one stratum per task)."""
-    accs, ns, per_task, t_items, t_strata = [], [], {}, [], []
-    for i, task in enumerate(tcfg["tasks"]):
-        d = np.load(layout.task(task))
-        correct = E.finetune(model, d["train_x"], d["train_y"], d["test_x"], d["test_y"],
+    `transfer` bool [N] and `transfer_strata` int [N], one stratum per task). Task i is fine-tuned
+    on rank i % world (each task seeds itself, so it does not matter where); rank 0 gets the
+    result, the others None."""
+    tasks = tcfg["tasks"]
+    part = {}
+    for i in ranks.mine(len(tasks)):
+        d = np.load(layout.task(tasks[i]))
+        part[i] = E.finetune(model, d["train_x"], d["train_y"], d["test_x"], d["test_y"],
                              int(d["train_y"].max()) + 1, tcfg, train_cfg, seed)
+    done = ranks.gather(part)
+    if done is None:
+        return None
+    accs, ns, per_task, t_items, t_strata = [], [], {}, [], []
+    for i, task in enumerate(tasks):
+        correct = done[i]
         lo, hi = accuracy.binomial_ci(int(correct.sum()), len(correct))
         per_task[task] = {"top1": float(correct.mean()), "ci95": [float(lo), float(hi)], "n": int(len(correct))}
         accs.append(float(correct.mean()))

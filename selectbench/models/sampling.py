@@ -4,14 +4,13 @@ image so outputs do not depend on batching."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from selectbench.core import genshards
 from selectbench.core.errors import fail
-from selectbench.core.io import atomic_save_npy, read_json, write_json
 from selectbench.core.runtime import derive_seed, flush_denormal
 from selectbench.models.generator import (
     CANVAS,
@@ -52,47 +51,31 @@ def _noise_scheduler(model: Generator, kind: str):
 
 
 def _run_batches(n: int, batch_size: int, make: Callable[[int, int], np.ndarray], *, resume_dir,
-                 fingerprint: dict, progress: bool, desc: str) -> list[np.ndarray]:
-    """make(start, end) -> array for items [start, end); finished batches persist in resume_dir."""
+                 fingerprint: dict, progress: bool, desc: str, shard_size: int | None = None,
+                 ranks: tuple[int, int] = (0, 1)):
+    """make(start, end) -> uint8 images for items [start, end). With resume_dir, the items go to
+    WebDataset shards there (selectbench.core.genshards: finished shards are kept for a rerun,
+    ranks split the shards, memory holds one shard) and a read-only view of them comes back;
+    without it, one in-memory array."""
+    if resume_dir is not None:
+        return genshards.write(n, batch_size, make, resume_dir, fingerprint=fingerprint, rank=ranks[0],
+                               world=ranks[1], shard_size=shard_size, progress=progress, desc=desc)
     from tqdm.auto import tqdm
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise fail("batch_size", f"must be an int >= 1, got {batch_size!r}")
-    rdir = Path(resume_dir) if resume_dir is not None else None
-    if rdir is not None:
-        rdir.mkdir(parents=True, exist_ok=True)
-        manifest = rdir / "manifest.json"
-        digest = _sha(fingerprint)
-        if not manifest.exists() or read_json(manifest).get("digest") != digest:
-            # Batches from another request (other weights, prompts, seed...) must not be reused.
-            for old in rdir.glob("items-*.npy"):
-                old.unlink()
-            write_json(manifest, {"digest": digest, "n": n, "batch_size": batch_size})
     out = []
     with tqdm(total=n, desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, n, batch_size):
-            end = min(n, start + batch_size)
-            path = rdir / f"items-{start:08d}-{end:08d}.npy" if rdir is not None else None
-            arr = None
-            if path is not None and path.exists():
-                try:
-                    arr = np.load(path)
-                except (OSError, ValueError):
-                    arr = None
-                if arr is not None and len(arr) != end - start:
-                    arr = None
-            if arr is None:
-                arr = make(start, end)
-                if path is not None:
-                    atomic_save_npy(path, arr)
-            out.append(arr)
-            bar.update(end - start)
-    return out
+            out.append(make(start, min(n, start + batch_size)))
+            bar.update(len(out[-1]))
+    return np.concatenate(out)
 
 
 def _denoise(model: Generator, encode_prompts, prompts: list[str] | None, init: np.ndarray | None, *, seed: int,
              steps: int, guidance: float, scheduler: str, strength: float, batch_size: int, progress: bool,
-             resume_dir, device, image_emb: torch.Tensor | None = None) -> np.ndarray:
+             resume_dir, device, image_emb: torch.Tensor | None = None, shard_size: int | None = None,
+             ranks: tuple[int, int] = (0, 1)):
     """prompts condition on text; image_emb [N, D] (prompts None) conditions on image embeddings
     from pure noise (image variations); init (with prompts) starts SDEdit from those images."""
     if scheduler not in SAMPLERS:
@@ -160,25 +143,26 @@ def _denoise(model: Generator, encode_prompts, prompts: list[str] | None, init: 
               "images": _sha(init) if init is not None else None,
               "image_emb": _sha(image_emb) if image_emb is not None else None,
               "encoder": _sha(_encode(encode_prompts, ["", *(prompts or [])[:1]], cond_dim, "cpu"))}
-    parts = _run_batches(n, batch_size, make, resume_dir=resume_dir, fingerprint=fp,
-                         progress=progress, desc=kind)
-    return np.concatenate(parts)
+    return _run_batches(n, batch_size, make, resume_dir=resume_dir, fingerprint=fp, progress=progress, desc=kind,
+                        shard_size=shard_size, ranks=ranks)
 
 
 def txt2img(model: Generator, encode_prompts: Callable, prompts: Sequence[str], *, seed: int, steps: int = 20,
             guidance: float = 3.0, scheduler: str = "ddim", batch_size: int = 256, progress: bool = True,
-            resume_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> np.ndarray:
-    """One image per prompt -> uint8 [N, 28, 28]; item i is seeded by (seed, i)."""
+            resume_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+            shard_size: int | None = None, ranks: tuple[int, int] = (0, 1)):
+    """One image per prompt -> uint8 [N, 28, 28] (with resume_dir: a view of the shards written
+    there, this rank's share made here; `ranks` = (rank, world)); item i is seeded by (seed, i)."""
     prompts = _check_texts(prompts, None, "prompts")
     return _denoise(model, encode_prompts, prompts, None, seed=_check_seed(seed), steps=steps, guidance=guidance,
                     scheduler=scheduler, strength=1.0, batch_size=batch_size, progress=progress,
-                    resume_dir=resume_dir, device=device)
+                    resume_dir=resume_dir, device=device, shard_size=shard_size, ranks=ranks)
 
 
 def img2img(model: Generator, encode_prompts: Callable, images: np.ndarray, prompts: Sequence[str], *,
             seed: int, strength: float = 0.6, steps: int = 20, guidance: float = 3.0, scheduler: str = "ddim",
             batch_size: int = 256, progress: bool = True, resume_dir: str | os.PathLike | None = None,
-            device: str | torch.device = "cpu") -> np.ndarray:
+            device: str | torch.device = "cpu", shard_size: int | None = None, ranks: tuple[int, int] = (0, 1)):
     """SDEdit: noise image i to `strength` of the schedule, denoise it with prompt i -> uint8 [N, 28, 28].
 
     strength 0 returns the inputs; strength 1 ignores them (pure txt2img from other noise).
@@ -189,12 +173,13 @@ def img2img(model: Generator, encode_prompts: Callable, images: np.ndarray, prom
         raise fail("strength", f"must be in [0, 1], got {strength!r}")
     return _denoise(model, encode_prompts, prompts, images, seed=_check_seed(seed), steps=steps,
                     guidance=guidance, scheduler=scheduler, strength=float(strength), batch_size=batch_size,
-                    progress=progress, resume_dir=resume_dir, device=device)
+                    progress=progress, resume_dir=resume_dir, device=device, shard_size=shard_size, ranks=ranks)
 
 
 def variation(model: Generator, encode_prompts: Callable, image_emb: np.ndarray, *, seed: int, steps: int = 20,
               guidance: float = 3.0, scheduler: str = "ddim", batch_size: int = 256, progress: bool = True,
-              resume_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> np.ndarray:
+              resume_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+              shard_size: int | None = None, ranks: tuple[int, int] = (0, 1)):
     """Image variations: one new image per image embedding [N, D], from pure noise, conditioned on
     the embedding alone (the source pixels are never read) -> uint8 [N, 28, 28]; item i is seeded
     by (seed, i). encode_prompts gives only the unconditional ("") condition for guidance."""
@@ -204,4 +189,4 @@ def variation(model: Generator, encode_prompts: Callable, image_emb: np.ndarray,
     emb = torch.from_numpy(np.ascontiguousarray(image_emb, dtype=np.float32))
     return _denoise(model, encode_prompts, None, None, seed=_check_seed(seed), steps=steps, guidance=guidance,
                     scheduler=scheduler, strength=1.0, batch_size=batch_size, progress=progress,
-                    resume_dir=resume_dir, device=device, image_emb=emb)
+                    resume_dir=resume_dir, device=device, image_emb=emb, shard_size=shard_size, ranks=ranks)

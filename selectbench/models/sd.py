@@ -1,6 +1,7 @@
 """Stable Diffusion pipelines from a local directory (full profile): txt2img, img2img, variations."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -70,16 +71,17 @@ def _to_rgb_pil(img, size: int):
 
 def generate_sd(pipe, inputs, *, seed: int, steps: int, guidance: float, size: int, batch_size: int,
                 scheduler: str = "unipc", prompts: Sequence[str] | None = None, strength: float = 0.75,
-                progress: bool = True, resume_dir: str | os.PathLike | None = None) -> list:
-    """Run a pipeline from load_sd_pipeline over all inputs -> list of RGB PIL images (size x size).
+                progress: bool = True, resume_dir: str | os.PathLike | None = None, shard_size: int | None = None,
+                ranks: tuple[int, int] = (0, 1)):
+    """Run a pipeline from load_sd_pipeline over all inputs -> uint8 RGB images [N, size, size, 3]
+    (with resume_dir: a view of the shards written there, see sampling._run_batches).
 
     inputs: prompts (txt2img) or images (img2img, variation; PIL or uint8 arrays); img2img also
     takes `prompts`, one per image. Item i is seeded by (seed, i) through a CPU generator, so
-    results do not depend on batching or on the device's RNG; finished batches persist in
-    resume_dir as uint8 .npy.
+    results do not depend on batching or on the device's RNG; finished shards persist in
+    resume_dir.
     """
     from diffusers import DDIMScheduler, UniPCMultistepScheduler
-    from PIL import Image
 
     mode = _sd_mode(pipe)
     seed = _check_seed(seed)
@@ -93,8 +95,9 @@ def generate_sd(pipe, inputs, *, seed: int, steps: int, guidance: float, size: i
         prompts = _check_texts(inputs, None, "inputs")
         images = None
     else:
-        images = list(inputs)
-        if not images:
+        # A sliceable sequence (a lazy Subset of ImageNet rows) stays lazy: batches are read as needed.
+        images = inputs if hasattr(inputs, "__getitem__") and hasattr(inputs, "__len__") else list(inputs)
+        if not len(images):
             raise fail("inputs", "is empty")
         if mode == "img2img":
             prompts = _check_texts(prompts if prompts is not None else [], len(images), "prompts")
@@ -124,12 +127,15 @@ def generate_sd(pipe, inputs, *, seed: int, steps: int, guidance: float, size: i
         if images is None:
             inputs_sha = _sha(prompts)
         else:
-            inputs_sha = _sha(*[np.asarray(_to_rgb_pil(im, size)) for im in images])
+            h = hashlib.sha256()  # streamed: the inputs may not fit in memory
+            for s in range(0, n, 256):
+                for im in images[s:s + 256]:
+                    h.update(np.asarray(_to_rgb_pil(im, size)).tobytes())
+            inputs_sha = h.hexdigest()
         fp = {"kind": f"sd-{mode}", "model": str(pipe.config.get("_name_or_path", "")), "seed": seed,
               "steps": steps, "guidance": float(guidance), "size": size, "batch_size": batch_size,
               "scheduler": scheduler, "strength": float(strength) if mode == "img2img" else None,
               "inputs": inputs_sha, "prompts": _sha(prompts) if prompts is not None else None,
               "unet": _weights_sha(pipe.unet)}
-    parts = _run_batches(n, batch_size, make, resume_dir=resume_dir, fingerprint=fp or {}, progress=progress,
-                         desc=f"sd-{mode}")
-    return [Image.fromarray(a) for part in parts for a in part]
+    return _run_batches(n, batch_size, make, resume_dir=resume_dir, fingerprint=fp or {}, progress=progress,
+                        desc=f"sd-{mode}", shard_size=shard_size, ranks=ranks)

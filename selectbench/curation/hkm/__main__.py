@@ -1,5 +1,7 @@
 """`python -m selectbench.curation.hkm`: hierarchical k-means + balanced sampling on an .npy of
-embeddings, for use outside the pipeline."""
+embeddings, for use outside the pipeline. Under torchrun (`torchrun --nproc-per-node N -m
+selectbench.curation.hkm ...`) each rank memory-maps its own block of the rows and rank 0 writes
+the outputs, which are the ones one process writes."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +14,8 @@ import numpy as np
 
 from selectbench.core.errors import fail
 from selectbench.core.io import atomic_save_npy, write_json
-from selectbench.core.runtime import stage_main
+from selectbench.core.runtime import finish_distributed, init_distributed, stage_main
+from selectbench.curation.hkm.comm import LOCAL, Dist, shard_range
 from selectbench.curation.hkm.fit import ClusterCountWarning, fit
 from selectbench.curation.hkm.kmeans import DEFAULT_INIT_SAMPLE, INITS
 from selectbench.curation.hkm.sample import LEAF_STRATEGIES, SAMPLE_STRATEGIES, balanced_sample
@@ -39,7 +42,8 @@ def main(argv=None):
         description="Hierarchical k-means curation: cluster embeddings, draw a concept-balanced subset.",
     )
     ap.add_argument("emb", help="embeddings, a 2-D .npy array (points x dims)")
-    ap.add_argument("--n", type=int, required=True, help="number of points to select")
+    # --select, not --n alone: torchrun reads any abbreviation of its own options (--nnodes...) in the script args
+    ap.add_argument("--select", "--n", dest="n", type=int, required=True, help="number of points to select")
     ap.add_argument("--levels", required=True, help="clusters per level, bottom first, e.g. 100,10")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--seed", type=int, default=0)
@@ -83,11 +87,14 @@ def main(argv=None):
     if not isinstance(x, np.ndarray) or x.ndim != 2:
         raise fail("emb", f"{emb}: expected a 2-D array (points x dims), got shape {getattr(x, 'shape', None)}")
 
+    rank, world = init_distributed()
+    comm = Dist() if world > 1 else LOCAL
+    lo, hi = shard_range(len(x), rank, world)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ClusterCountWarning)
         tree = fit(
-            x,
+            x[lo:hi],
             levels,
             n_iter=args.n_iter,
             resample_steps=steps,
@@ -101,7 +108,11 @@ def main(argv=None):
             gpu=args.gpu,
             threads=args.threads,
             progress=not args.no_progress,
+            comm=comm,
         )
+    if rank != 0:
+        finish_distributed(world)
+        return 0
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     t_fit = time.perf_counter() - t0
@@ -142,10 +153,12 @@ def main(argv=None):
                 "threads": args.threads,
             },
             "seconds": {"fit": round(t_fit, 3), "sample": round(t_sample, 3)},
+            "ranks": world,
         },
     )
     print(f"selected {len(idx)} of {tree.n_points} points; clusters per level {tree.n_clusters}; "
-          f"fit {t_fit:.2f}s -> {out}")
+          f"fit {t_fit:.2f}s on {world} rank(s) -> {out}")
+    finish_distributed(world)
     return 0
 
 

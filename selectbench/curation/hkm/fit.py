@@ -41,6 +41,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from selectbench.core.errors import fail
+from selectbench.curation.hkm.comm import LOCAL, Local
 from selectbench.curation.hkm.kmeans import (
     DEFAULT_INIT_SAMPLE,
     INITS,
@@ -63,6 +64,20 @@ def _first_r_per_cluster(labels: np.ndarray, key: np.ndarray, r: int) -> np.ndar
     sorted_labels = labels[order]
     rank = np.arange(len(labels)) - np.searchsorted(sorted_labels, sorted_labels, side="left")
     return np.sort(order[rank < r])
+
+
+def _first_r_split(labels: np.ndarray, key: np.ndarray, r: int, comm: Local) -> np.ndarray:
+    """``_first_r_per_cluster`` over rows split across ranks, as this rank's local indices: the
+    global first r of a cluster are among some rank's local first r, so only those candidates
+    are gathered. Joined in rank order they are in global row order, so ties break the same."""
+    mine = _first_r_per_cluster(labels, key, r)
+    if comm.world == 1:
+        return mine
+    lo, _ = comm.offset(len(labels))
+    parts = comm.gather((labels[mine], key[mine], mine + lo))
+    lab_c, key_c, row_c = (np.concatenate(a) for a in zip(*parts))
+    chosen = row_c[_first_r_per_cluster(lab_c, key_c, r)]
+    return chosen[(chosen >= lo) & (chosen < lo + len(labels))] - lo
 
 
 def _per_level(value, n_levels: int, key: str, lo: int) -> list[int]:
@@ -91,8 +106,14 @@ def fit(
     gpu: bool = False,
     threads: int | None = None,
     progress: bool = False,
+    comm: Local = LOCAL,
 ) -> Tree:
     """Hierarchical k-means with resampling over the rows of ``x`` (N, D).
+
+    With ``comm`` a ``comm.Dist``, ``x`` is this rank's block of the rows (``comm.shard_range``):
+    level 1's assignments and centroid updates run split, with sums and counts all-reduced;
+    seeding rows are gathered; the upper levels cluster the (replicated) level-1 centroids on
+    every rank. Every rank returns the whole tree, the one a single process fits on all rows.
 
     ``levels`` gives K per level, bottom first. ``sample_size`` is r per level, the points taken
     from each cluster in a resampling step; by default ceil(mean cluster size / 2), which gives
@@ -121,7 +142,7 @@ def fit(
     x = np.asarray(x)
     if x.ndim != 2:
         raise fail("x", f"expected a 2-D array (points x dims), got shape {x.shape}")
-    if x.shape[0] < 1 or x.shape[1] < 1:
+    if comm.offset(x.shape[0])[1] < 1 or x.shape[1] < 1:
         raise fail("x", f"needs at least one point and one dimension, got shape {x.shape}")
     if x.dtype.kind not in "fiu":
         raise fail("x", f"expected numbers, got dtype {x.dtype}")
@@ -144,16 +165,16 @@ def fit(
         raise fail("chunk", f"must be an integer >= 1, got {chunk!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
         raise fail("threads", f"must be an integer >= 1 or None, got {threads!r}")
+    args = (x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sample, init_trials, seed, chunk, gpu,
+            progress and comm.rank == 0, comm)
     if threads is None:
-        return _fit(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sample, init_trials, seed, chunk,
-                    gpu, progress)
+        return _fit(*args)
     with threadpool_limits(limits=int(threads)):
-        return _fit(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sample, init_trials, seed, chunk,
-                    gpu, progress)
+        return _fit(*args)
 
 
 def _fit(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sample, init_trials, seed, chunk, gpu,
-         progress) -> Tree:
+         progress, comm) -> Tree:
     """With T >= 2 BLAS threads allowed, the CPU assignment runs its row blocks on T Python
     threads with single-threaded BLAS, instead of splitting each small product T ways: every
     product here is small (2,048 x 65 x K, or a few rows for k-means++), so the per-call
@@ -162,17 +183,18 @@ def _fit(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sample, 
     workers = 1 if gpu else _blas_threads()
     if workers < 2:
         return _fit_body(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sample, init_trials, seed,
-                         chunk, gpu, progress, None, 1)
+                         chunk, gpu, progress, None, 1, comm)
     with ThreadPoolExecutor(workers) as pool, threadpool_limits(limits=1, user_api="blas"):
         return _fit_body(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sample, init_trials, seed,
-                         chunk, gpu, progress, pool, workers)
+                         chunk, gpu, progress, pool, workers, comm)
 
 
 def _fit_body(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sample, init_trials, seed, chunk, gpu,
-              progress, pool, workers) -> Tree:
+              progress, pool, workers, comm) -> Tree:
     rng = np.random.default_rng(seed)
-    xc, mean = _centred_float32(x, chunk)
+    xc, mean = _centred_float32(x, chunk, comm)
     assign = _Assigner(xc.shape[1], chunk, gpu, pool, workers)
+    split = comm  # level 1 runs on the split rows; higher levels on replicated centroids
 
     assignments: list[np.ndarray] = []
     centroids_out: list[np.ndarray] = []
@@ -180,30 +202,31 @@ def _fit_body(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sam
     pts = xc
     bar = tqdm(total=sum(1 + s for s in steps), desc="hkmeans", unit="kmeans", disable=not progress)
     for t, k_req in enumerate(levels):
-        n_t = len(pts)
+        lo, n_t = split.offset(len(pts))
         k = min(k_req, n_t)
         r = sizes_r[t] if sizes_r is not None else -(-n_t // (2 * k))
         bar.set_postfix(level=t + 1, k=k)
-        cent, lab, sqd = _kmeans(pts, k, n_iter, init, rng, assign, chunk, init_sample, init_trials)
+        cent, lab, sqd = _kmeans(pts, k, n_iter, init, rng, assign, chunk, init_sample, init_trials, split)
         bar.update(1)
         for _ in range(steps[t]):
             if r < 2:
                 bar.update(1)
                 continue
-            key = sqd if sample_strategy == "closest" else rng.random(n_t)
-            picked = _first_r_per_cluster(lab, key, r)
-            cent, lab_s, sqd_s = _kmeans(pts[picked], k, n_iter, init, rng, assign, chunk, init_sample, init_trials)
+            key = sqd if sample_strategy == "closest" else rng.random(n_t)[lo : lo + len(pts)]
+            picked = _first_r_split(lab, key, r, split)
+            cent, lab_s, sqd_s = _kmeans(pts[picked], k, n_iter, init, rng, assign, chunk, init_sample, init_trials,
+                                         split)
             # The sampled rows already have their labels for the final centroids (Lloyd ends
             # on an assignment); search only the others.
-            rest = np.ones(n_t, dtype=bool)
+            rest = np.ones(len(pts), dtype=bool)
             rest[picked] = False
             rest = np.flatnonzero(rest)
-            lab = np.empty(n_t, dtype=np.int64)
-            sqd = np.empty(n_t, dtype=np.float32)
+            lab = np.empty(len(pts), dtype=np.int64)
+            sqd = np.empty(len(pts), dtype=np.float32)
             lab[picked], sqd[picked] = lab_s, sqd_s
             lab[rest], sqd[rest] = assign(pts[rest], cent)
             bar.update(1)
-        used = np.flatnonzero(np.bincount(lab, minlength=len(cent)))
+        used = np.flatnonzero(split.sum(np.bincount(lab, minlength=len(cent))))
         if len(used) < k_req:
             warnings.warn(
                 f"level {t + 1}: {k_req} clusters requested, {len(used)} non-empty clusters kept "
@@ -215,10 +238,11 @@ def _fit_body(x, levels, n_iter, steps, sizes_r, sample_strategy, init, init_sam
         remap = np.full(len(cent), -1, dtype=np.int64)
         remap[used] = np.arange(len(used))
         cent = np.ascontiguousarray(cent[used])
-        assignments.append(remap[lab])
+        assignments.append(split.cat(remap[lab]))
         centroids_out.append((cent.astype(np.float64) + mean).astype(np.float32))
         if t == 0:
-            point_sqdist = sqd.astype(np.float32)
+            point_sqdist = split.cat(sqd.astype(np.float32))
         pts = cent
+        split = LOCAL
     bar.close()
     return Tree(assignments, centroids_out, point_sqdist, list(levels))

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
 from selectbench.core.errors import fail
+from selectbench.curation.hkm.comm import LOCAL, Local
 
 INITS = ("kmeans++", "random")
 # Points per cluster in the uniform subsample that k-means++ seeding runs on (fit(init_sample=)).
@@ -113,10 +114,13 @@ class _Assigner:
         return labels, part
 
 
-def _update_centroids(x: np.ndarray, labels: np.ndarray, old: np.ndarray, chunk: int) -> np.ndarray:
+def _update_centroids(
+    x: np.ndarray, labels: np.ndarray, old: np.ndarray, chunk: int, comm: Local = LOCAL
+) -> np.ndarray:
     """Means of the clusters; an empty cluster keeps its previous centroid. The sums are one
     sparse product per chunk with the (K x n) one-hot matrix, built directly in CSC form (one
-    entry per column), which needs no sort; float64 accumulation across chunks."""
+    entry per column), which needs no sort; float64 accumulation across chunks, then across
+    ranks (an all-reduce of sums and counts)."""
     k, d = old.shape
     sums = np.zeros((k, d), dtype=np.float64)
     for s in range(0, len(x), chunk):
@@ -126,7 +130,8 @@ def _update_centroids(x: np.ndarray, labels: np.ndarray, old: np.ndarray, chunk:
             (np.ones(m, dtype=np.float32), lab, np.arange(m + 1)), shape=(k, m)
         )
         sums += onehot @ x[s : s + chunk]
-    counts = np.bincount(labels, minlength=k)
+    sums = comm.sum(sums)
+    counts = comm.sum(np.bincount(labels, minlength=k))
     new = old.copy()
     nonempty = counts > 0
     new[nonempty] = (sums[nonempty] / counts[nonempty, None]).astype(np.float32)
@@ -216,19 +221,21 @@ def _sqdist_to(c: np.ndarray, x: np.ndarray, xsq: np.ndarray, chunk: int) -> np.
 
 
 def _seed_kmeanspp(
-    x: np.ndarray, k: int, rng: np.random.Generator, chunk: int, init_sample: int | None, trials: int | None
+    x: np.ndarray, k: int, rng: np.random.Generator, chunk: int, init_sample: int | None, trials: int | None,
+    comm: Local = LOCAL,
 ) -> np.ndarray:
-    """k-means++ seeds, on a uniform subsample of ``init_sample * k`` rows when that is fewer
-    than all of them. Should the subsample hold fewer distinct points than ``k`` (heavy
-    duplication), seeding falls back to all rows, so the number of clusters found never
-    depends on the subsample."""
-    n = len(x)
+    """k-means++ seeds (global row indices), on a uniform subsample of ``init_sample * k`` rows
+    when that is fewer than all of them; split rows are gathered first, so every rank seeds the
+    same. Should the subsample hold fewer distinct points than ``k`` (heavy duplication),
+    seeding falls back to all rows, so the number of clusters found never depends on the
+    subsample."""
+    n = comm.offset(len(x))[1]
     if init_sample and init_sample * k < n:
         sub = np.sort(rng.choice(n, size=init_sample * k, replace=False))
-        seeds = sub[_kmeanspp(x[sub], k, rng, chunk, trials)]
+        seeds = sub[_kmeanspp(comm.rows(x, sub), k, rng, chunk, trials)]
         if len(seeds) == k:
             return seeds
-    return _kmeanspp(x, k, rng, chunk, trials)
+    return _kmeanspp(x if comm.world == 1 else comm.rows(x, np.arange(n)), k, rng, chunk, trials)
 
 
 def _kmeans(
@@ -241,38 +248,42 @@ def _kmeans(
     chunk: int,
     init_sample: int | None = None,
     init_trials: int | None = None,
+    comm: Local = LOCAL,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One k-means run on float32 rows ``x``; returns (centroids, labels, squared distances)."""
-    k = min(k, len(x))
+    """One k-means run on float32 rows ``x`` (this rank's block); returns (centroids, labels,
+    squared distances), the labels and distances of this rank's rows."""
+    n = comm.offset(len(x))[1]
+    k = min(k, n)
     if init == "kmeans++":
-        seeds = _seed_kmeanspp(x, k, rng, chunk, init_sample, init_trials)
+        seeds = _seed_kmeanspp(x, k, rng, chunk, init_sample, init_trials, comm)
     else:
-        seeds = np.sort(rng.choice(len(x), size=k, replace=False))
-    centroids = np.array(x[seeds], dtype=np.float32)
+        seeds = np.sort(rng.choice(n, size=k, replace=False))
+    centroids = comm.rows(x, seeds)
     if assign.res is None:
-        return _lloyd_incremental(x, centroids, n_iter, assign, chunk)
+        return _lloyd_incremental(x, centroids, n_iter, assign, chunk, comm)
     xsq = np.einsum("ij,ij->i", x, x)
     labels, sqd = assign(x, centroids, xsq)
     for _ in range(n_iter):
-        centroids = _update_centroids(x, labels, centroids, chunk)
+        centroids = _update_centroids(x, labels, centroids, chunk, comm)
         new_labels, sqd = assign(x, centroids, xsq)
-        converged = np.array_equal(new_labels, labels)
+        converged = not comm.any(not np.array_equal(new_labels, labels))
         labels = new_labels
         if converged:
             break
     return centroids, labels, sqd
 
 
-def _centred_float32(x: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+def _centred_float32(x: np.ndarray, chunk: int, comm: Local = LOCAL) -> tuple[np.ndarray, np.ndarray]:
     n, d = x.shape
+    lo, n_all = comm.offset(n)
     total = np.zeros(d, dtype=np.float64)
     for s in range(0, n, chunk):
         blk = np.asarray(x[s : s + chunk], dtype=np.float64)
         bad = ~np.isfinite(blk).all(axis=1)
         if bad.any():
-            raise fail("x", f"row {s + int(np.argmax(bad))} contains NaN or infinite values")
+            raise fail("x", f"row {lo + s + int(np.argmax(bad))} contains NaN or infinite values")
         total += blk.sum(axis=0)
-    mean = total / n
+    mean = comm.sum(total) / n_all
     out = np.empty((n, d), dtype=np.float32)
     for s in range(0, n, chunk):
         out[s : s + chunk] = np.asarray(x[s : s + chunk], dtype=np.float64) - mean
@@ -286,7 +297,7 @@ def _blas_threads() -> int:
 
 
 def _lloyd_incremental(
-    x: np.ndarray, centroids: np.ndarray, n_iter: int, assign: _Assigner, chunk: int
+    x: np.ndarray, centroids: np.ndarray, n_iter: int, assign: _Assigner, chunk: int, comm: Local = LOCAL
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lloyd's iterations, searching only what a centroid update can change; same iterates as
     searching every point against every centroid.
@@ -304,7 +315,7 @@ def _lloyd_incremental(
     k = len(centroids)
     labels, part = assign.partial(x, centroids)
     for _ in range(n_iter):
-        new = _update_centroids(x, labels, centroids, chunk)
+        new = _update_centroids(x, labels, centroids, chunk, comm)
         moved = np.flatnonzero((new != centroids).any(axis=1))
         centroids = new
         if len(moved) == 0:
@@ -330,7 +341,7 @@ def _lloyd_incremental(
                 take = rest[better]
                 labels[take] = lab_r[better]
                 part[take] = part_r[better]
-        if not changed:
+        if not comm.any(changed):
             break
     sqd = part + np.einsum("ij,ij->i", x, x)
     # The expansion can go slightly negative for a point on its centroid.
