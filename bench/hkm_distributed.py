@@ -44,8 +44,8 @@ def worker(emb: str, k: int, reps: int, out: str) -> None:
     """One rank: timed Lloyd iterations over its block of the rows."""
     from threadpoolctl import threadpool_limits
 
+    from selectbench.core.comm import LOCAL, Dist, shard_range
     from selectbench.core.runtime import finish_distributed, init_distributed
-    from selectbench.curation.hkm.comm import LOCAL, Dist, shard_range
     from selectbench.curation.hkm.kmeans import _Assigner, _update_centroids
 
     rank, world = init_distributed()
@@ -85,11 +85,11 @@ def _torchrun(world: int, args: list[str]) -> float:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.hkm_distributed")
-    ap.add_argument("--n", type=int, default=200_000)
-    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--k", type=int, default=1000, help="clusters of the timed Lloyd iteration")
     ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--levels", default="1000,50", help="the whole fit's levels")
+    ap.add_argument("--levels", default="500,25", help="the whole fit's levels")
     ap.add_argument("--worlds", default="1,2")
     ap.add_argument("--worker", nargs=4, metavar=("EMB", "K", "REPS", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

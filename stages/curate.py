@@ -13,22 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from selectbench.core import layout
+from selectbench.core.comm import LOCAL
 from selectbench.core.genshards import GeneratedImages
 from selectbench.core.index import write_index
 from selectbench.core.io import write_json
 from selectbench.core.params import get, load_params
-from selectbench.core.runtime import (
-    all_threads,
-    finish_distributed,
-    init_distributed,
-    limit_threads,
-    run_distributed,
-    stage_main,
-)
+from selectbench.core.runtime import all_threads, finish_distributed, limit_threads, stage_main, start_ranks
 from selectbench.curation import context
 from selectbench.curation import registry as curation
 from selectbench.curation.generated import RankFinished
-from selectbench.curation.hkm.comm import LOCAL, Dist
 from selectbench.evaluation import counts as count_stats
 from selectbench.evaluation import noise
 
@@ -68,13 +61,14 @@ def main(argv=None):
     params = load_params(args.params)
     if curation.strategy_of(params, args.shift) in curation.DISTRIBUTED:
         extra = [a for k, v in (("--out", args.out), ("--cost", args.cost)) if v for a in (k, v)]
-        run_distributed(get(params, "curation.nproc", int, lo=1), "stages.curate",
-                        [args.shift, "--params", args.params, *extra], get(params, "curation.nnodes", int, lo=1))
-    rank, world = init_distributed()
-    # Every rank computes as one process would: float results can depend on the thread count.
-    limit_threads(all_threads())
+        comm = start_ranks(get(params, "curation.nproc", int, lo=1), "stages.curate",
+                           [args.shift, "--params", args.params, *extra], get(params, "curation.nnodes", int, lo=1))
+    else:
+        comm = LOCAL
+        limit_threads(all_threads())  # no worker processes: every core computes
+    rank, world = comm.rank, comm.world
     out = Path(args.out) if args.out else layout.curated(args.shift)
-    ctx = context.Context(params, comm=Dist() if world > 1 else LOCAL)
+    ctx = context.Context(params, comm=comm)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         cur = curation.run(ctx, args.shift)

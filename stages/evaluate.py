@@ -2,23 +2,15 @@
 reports/metrics/<shift>/<rep>.json (DVC metrics) + reports/items/<shift>/<rep>.npz (per test item).
 
 With evaluate.nproc > 1 it relaunches itself under torchrun: the ranks split inference batches and
-transfer tasks, rank 0 writes the same bytes one process does (selectbench.evaluation.parallel)."""
+transfer tasks, rank 0 writes the same bytes one process does (selectbench.core.comm)."""
 import argparse
 import time
 
 from selectbench.core import layout
 from selectbench.core.io import write_json, write_npz
 from selectbench.core.params import get, load_params
-from selectbench.core.runtime import (
-    all_threads,
-    finish_distributed,
-    init_distributed,
-    limit_threads,
-    run_distributed,
-    stage_main,
-)
+from selectbench.core.runtime import finish_distributed, stage_main, start_ranks
 from selectbench.evaluation.evaluate import evaluate_run
-from selectbench.evaluation.parallel import Ranks
 
 
 @stage_main
@@ -29,15 +21,11 @@ def main(argv=None):
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    limit_threads(all_threads())  # no data workers here, so every core computes
     p = load_params(args.params)
     nproc = get(p, "evaluate.nproc", int, lo=1)
-    run_distributed(nproc, "stages.evaluate", [args.shift, args.rep, "--params", args.params])
-    rank, world = init_distributed()
-    # Every rank computes with one process's threads, not cores // world: CPU fine-tuning results
-    # depend on the thread count (transfer items of evaluate@in-r1 differ between 1 and 2, measured).
-    limit_threads(all_threads())
-    result = evaluate_run(p, args.shift, args.rep, Ranks(rank, world))
+    comm = start_ranks(nproc, "stages.evaluate", [args.shift, args.rep, "--params", args.params])
+    rank, world = comm.rank, comm.world
+    result = evaluate_run(p, args.shift, args.rep, comm)
     if rank == 0:
         out, items = result
         write_json(layout.metrics(args.shift, args.rep), out)

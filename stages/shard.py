@@ -1,7 +1,10 @@
 """shard@<shift>: the curated index -> WebDataset tar shards + sizes.json under data/shards/<shift>.
 
 Pixels are read through selectbench.images (arrays, or the full profile's adapters, decoded in
-chunks); an image that cannot be decoded is left out and counted in summary.json, not trained on."""
+chunks); an image that cannot be decoded is left out and counted in summary.json, not trained on.
+Shard s holds positions [s * per_shard, (s + 1) * per_shard) of the seeded order, keyed by
+position, so with shard.nproc > 1 the ranks write shard s on rank s % world and the bytes are the
+ones one process writes."""
 import argparse
 from collections import Counter
 
@@ -14,7 +17,7 @@ from selectbench.core.images import is_lazy, take
 from selectbench.core.index import read_index
 from selectbench.core.io import write_json
 from selectbench.core.params import get, load_params
-from selectbench.core.runtime import stage_main
+from selectbench.core.runtime import finish_distributed, stage_main, start_ranks
 from selectbench.curation.context import image_arrays
 
 CHUNK = 256  # images decoded per read; bounds memory whatever the shift's size
@@ -27,6 +30,8 @@ def main(argv=None):
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     p = load_params(args.params)
+    comm = start_ranks(get(p, "shard.nproc", int, lo=1), "stages.shard", [args.shift, "--params", args.params])
+    rank, world = comm.rank, comm.world
     per_shard = get(p, "shard.samples_per_shard", int, lo=1)
     seed = get(p, "shard.seed", int)
     curated = layout.curated(args.shift)
@@ -46,10 +51,10 @@ def main(argv=None):
     failed: Counter = Counter()
     channels = set()
 
-    def samples():
-        j = 0
-        for start in range(0, len(order), CHUNK):
-            chunk = order[start:start + CHUNK]
+    def samples(s: int):
+        end = min(len(order), (s + 1) * per_shard)
+        for start in range(s * per_shard, end, CHUNK):
+            chunk = order[start:min(end, start + CHUNK)]
             got = {}
             for s in np.unique(src[chunk]):
                 sel = chunk[src[chunk] == s]
@@ -57,16 +62,20 @@ def main(argv=None):
                 got.update({int(i): (im if good else None) for i, im, good in zip(sel, imgs, ok)})
                 if is_lazy(arrays[s]):
                     failed.update(arrays[s].failed[int(r)] for r in rows[sel][~ok])
-            for i in chunk:
+            for pos, i in enumerate(chunk, start=start):
                 img = got[int(i)]
                 if img is None:
                     continue
                 channels.add(1 if img.ndim == 2 else img.shape[2])
                 meta = {"sample_id": str(ids[i]), "source": str(src[i]), "score": float(scores[i])}
-                yield f"{j:08d}", img, int(labels[i]), meta
-                j += 1
+                yield f"{pos:08d}", img, int(labels[i]), meta
 
-    sizes = shards.write_shards(samples(), layout.shards(args.shift), per_shard, total=len(order))
+    sizes = shards.write_shards_split(samples, -(-len(order) // per_shard), layout.shards(args.shift), comm)
+    channels = set().union(*comm.gather(channels))
+    failed = sum(comm.gather(failed), Counter())
+    if rank != 0:
+        finish_distributed(world)
+        return
     n = int(sum(sizes.values()))
     if len(channels) > 1:
         raise UserError(f"shard@{args.shift}: images of mixed channel counts {sorted(channels)}")
@@ -78,6 +87,7 @@ def main(argv=None):
     note = f"; {sum(failed.values())} undecodable images left out ({dict(failed)})" if failed else ""
     note += f"; {removed} near-copies of evaluation images left out (audit)" if removed else ""
     print(f"shard@{args.shift}: {n} samples in {len(sizes)} shards{note}")
+    finish_distributed(world)
 
 
 if __name__ == "__main__":

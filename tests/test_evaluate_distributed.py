@@ -13,7 +13,7 @@ import yaml
 
 from selectbench.core import shards
 from selectbench.core.io import write_json
-from selectbench.evaluation.parallel import BATCH
+from selectbench.evaluation.evaluate import PREDICT_BATCH as BATCH
 from selectbench.models import training
 from tests.test_training import CFG, make_shards
 

@@ -225,38 +225,33 @@ def _set_params(d: Path, edit) -> None:
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
-def test_generation_on_two_ranks_matches_one_and_a_killed_rank_resumes(proj):
-    """curate@sd_txt2img on 1 rank, then 2 (torchrun, gloo): the same bytes. With another seed, rank
-    1 is SIGKILLed after its first finished shard: the stage fails with one line, dvc.lock keeps
-    the previous entry, and the next repro resumes from the finished shards to the bytes of an
-    uninterrupted run."""
+def test_generation_on_two_ranks_resumes_after_a_killed_rank_and_matches_one(proj):
+    """curate@sd_txt2img on 2 ranks (torchrun, gloo) with rank 1 SIGKILLed after its first finished
+    shard: the stage fails with one line and dvc.lock records nothing; the next repro resumes from
+    the finished shards, and its bytes are those of an uninterrupted one-process run."""
     d = proj
     if "train_generator" not in _lock(d):
         _dvc(d, "repro", "-q", "-s", "embed")
         _dvc(d, "repro", "-q", "-s", "train_generator")
     stage, out = "curate@sd_txt2img", d / "data/curated/sd_txt2img"
-    _dvc(d, "repro", "-s", stage)
-    one = _files(out)
-    assert sorted(f for f in one if f.endswith(".tar")) == [f"generated/gen-{s:06d}.tar" for s in range(4)]
     _set_params(d, lambda p: p["curation"].update(nproc=2))
-    log = _dvc(d, "repro", "-s", stage)
-    assert "on 2 ranks" in log and _files(out) == one
-    entry = _lock(d)[stage]
-
-    _set_params(d, lambda p: p["shifts"]["sd_txt2img"].update(seed=7))
     r = subprocess.run([DVC, "repro", "-s", stage], cwd=d, env={**_env(d), "SELECT_FAULT_KILL_RANK": "1"},
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert "a rank failed under torchrun" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
-    assert _lock(d)[stage] == entry
+    assert stage not in _lock(d) and not out.exists()
     _assert_nothing_partial_tracked(d)
     assert (d / "data/tmp/generate/sd_txt2img/gen-000001.tar").exists()  # rank 1's first shard
 
     log = _dvc(d, "repro", "-s", stage)
     m = re.search(r"resuming, (\d+) of 4 shards already written", log)
     assert m and 1 <= int(m[1]) < 4, log[-2000:]
-    resumed = _files(out)
-    assert resumed != one and _lock(d)[stage] != entry
+    assert "on 2 ranks" in log
+    resumed, entry = _files(out), _lock(d)[stage]
+    assert sorted(f for f in resumed if f.endswith(".tar")) == [f"generated/gen-{s:06d}.tar" for s in range(4)]
     _set_params(d, lambda p: p["curation"].update(nproc=1))
     log = _dvc(d, "repro", "-s", "-f", stage)  # uninterrupted, one process
-    assert "resuming" not in log and _files(out) == resumed
+    assert "resuming" not in log and "ranks" not in log
+    assert _files(out) == resumed
+    assert _out_md5(d, stage, "data/curated/sd_txt2img") == next(o["md5"] for o in entry["outs"]
+                                                                  if o["path"] == "data/curated/sd_txt2img")

@@ -104,11 +104,11 @@ def test_editing_full_profile_code_reruns_nothing_in_the_embedded_profile(projec
 
 
 def test_a_code_edit_reruns_exactly_the_stages_that_import_it(project):
-    """stats.py is imported by the report only, arrays.py by embed and every curate@, whose data
-    comes back byte-identical: nothing below them reruns but the report, which reads the new timing
-    records (reports/cost/) they write."""
+    """stats.py is imported by the report only, generator_train.py by train_generator, whose model
+    comes back byte-identical: nothing below it reruns but the report, which reads the new timing
+    record (reports/cost/) it writes."""
     d, repo, _ = project
-    for f, below in (("selectbench/evaluation/stats.py", set()), ("selectbench/core/arrays.py", {"report"})):
+    for f, below in (("selectbench/evaluation/stats.py", set()), ("selectbench/models/generator_train.py", {"report"})):
         path = d / f
         text = path.read_text()
         path.write_text(text + "\n# an edit\n")

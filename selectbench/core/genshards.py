@@ -5,7 +5,8 @@ rank r makes the shards s with s % world == r, each in whole generation batches,
 noise depends on (seed, i) alone, so the bytes do not depend on the world size. A shard appears
 under its name only once complete (written to a temporary name, then renamed), which is what a
 rerun resumes from; `manifest.json` holds the digest of the request (weights, prompts, seed...)
-and a store made for another request is cleared. Memory holds one shard at a time, whatever n is.
+and a store made for another request is cleared. Writing holds one batch in memory, reading one
+decoded shard, whatever n is.
 `sizes.json` (open_clip's name) is written last by rank 0: a store without it is unfinished."""
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from selectbench.core.comm import LOCAL, Local
 from selectbench.core.errors import UserError, fail
 from selectbench.core.io import read_json, write_json
 from selectbench.core.shards import add_member, png_bytes, tar_members
@@ -39,19 +41,13 @@ def _digest(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def write(n: int, batch_size: int, make: Callable[[int, int], np.ndarray], out_dir: str | os.PathLike, *,
-          fingerprint: dict, rank: int = 0, world: int = 1, shard_size: int | None = None,
+          fingerprint: dict, comm: Local = LOCAL, shard_size: int | None = None,
           progress: bool = False, desc: str = "generate") -> "GeneratedImages":
     """make(start, end) -> uint8 images [end - start, H, W(, 3)] for items [start, end); writes this
     rank's shards of the n items into out_dir (finished ones kept) and returns the store's view
-    once every rank is done."""
+    once every rank of `comm` is done."""
+    rank, world = comm.rank, comm.world
     from tqdm.auto import tqdm
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -67,12 +63,12 @@ def write(n: int, batch_size: int, make: Callable[[int, int], np.ndarray], out_d
             shutil.rmtree(out)  # made for another request: nothing in it may be reused
         out.mkdir(parents=True, exist_ok=True)
         write_json(manifest, {"digest": digest, "n": n, "batch_size": batch_size, "shard_size": size})
-    _barrier(world)
+    comm.barrier()
     n_shards = -(-n // size)
     done = [s for s in range(n_shards) if (out / PATTERN.format(s)).exists()]
     if done and rank == 0:
         print(f"{desc}: resuming, {len(done)} of {n_shards} shards already written", flush=True)
-    mine = [s for s in range(n_shards) if s % world == rank]
+    mine = comm.mine(n_shards)
     todo = [s for s in mine if not (out / PATTERN.format(s)).exists()]
     count = {s: min(size, n - s * size) for s in mine}
     with tqdm(total=sum(count.values()), initial=sum(count.values()) - sum(count[s] for s in todo),
@@ -91,11 +87,11 @@ def write(n: int, batch_size: int, make: Callable[[int, int], np.ndarray], out_d
                     bar.update(len(imgs))
             os.replace(tmp, out / PATTERN.format(s))
             _fault_point(rank)
-    _barrier(world)
+    comm.barrier()
     if rank == 0:
         sizes = {PATTERN.format(s): min(size, n - s * size) for s in range(n_shards)}
         write_json(out / "sizes.json", sizes)
-    _barrier(world)
+    comm.barrier()
     return GeneratedImages(out)
 
 

@@ -140,7 +140,8 @@ def run_distributed(nproc: int, module: str, argv: list[str], nnodes: int = 1) -
     process already is a rank (torchrun set RANK) or one process is asked for: then it returns and
     the caller goes on as rank (0, 1) or its own rank. ``nnodes`` > 1 joins a c10d rendezvous at
     $MASTER_ADDR:$MASTER_PORT, where the other nodes run the same command (README "Several
-    machines"). A failed rank fails the stage with one line; what finished persists for the rerun."""
+    machines"). A failed rank fails the stage with one line; a stage that resumes (generation,
+training) keeps what its ranks finished for the rerun."""
     if "RANK" in os.environ or (nproc <= 1 and nnodes <= 1):
         return
     import subprocess
@@ -156,9 +157,22 @@ def run_distributed(nproc: int, module: str, argv: list[str], nnodes: int = 1) -
         cmd += ["--standalone"]
     rc = subprocess.call([*cmd, "-m", module, *argv])
     if rc != 0:
-        raise UserError(f"{module}: a rank failed under torchrun (exit {rc}); nothing was recorded, "
-                        "finished parts are kept and `dvc repro` resumes from them")
+        raise UserError(f"{module}: a rank failed under torchrun (exit {rc}; the rank's own error is above); "
+                        "no output was written")
     raise SystemExit(0)
+
+
+def start_ranks(nproc: int, module: str, argv: list[str], nnodes: int = 1):
+    """The communicator (selectbench.core.comm) of a stage that splits its work over nproc ranks per
+    node: relaunches under torchrun when asked (run_distributed), joins the group, and gives every
+    rank the threads one process uses (all_threads), not cores // world: float results can depend on
+    the thread count (evaluate@in-r1's transfer items differ between 1 and 2 threads, measured)."""
+    from selectbench.core.comm import LOCAL, Dist
+
+    run_distributed(nproc, module, argv, nnodes)
+    _, world = init_distributed()
+    limit_threads(all_threads())
+    return Dist() if world > 1 else LOCAL
 
 
 def live(record: str):

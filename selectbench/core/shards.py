@@ -11,12 +11,13 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from selectbench.core.comm import LOCAL, Local
 from selectbench.core.errors import UserError
 from selectbench.core.io import read_json
 
@@ -53,6 +54,25 @@ def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _add_sample(tar: tarfile.TarFile, key: str, img, label: int, meta: dict) -> None:
+    ext, data = image_member(np.asarray(img))
+    add_member(tar, f"{key}.{ext}", data)
+    add_member(tar, f"{key}.cls", str(int(label)).encode())
+    add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+
+
+def _partial(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def _publish(tmp: Path, out: Path, sizes: dict[str, int]) -> None:
+    with open(tmp / "sizes.json", "w") as f:
+        json.dump(sizes, f, indent=2, sort_keys=True)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
 def write_shards(samples: Iterable[tuple[str, np.ndarray, int, dict]], out_dir: str | Path, per_shard: int,
                  total: int | None = None) -> dict[str, int]:
     """Write samples (key, image, label, meta) into out_dir; returns sizes {shard name: count}.
@@ -61,7 +81,7 @@ def write_shards(samples: Iterable[tuple[str, np.ndarray, int, dict]], out_dir: 
     never leaves a plausible-looking partial shard set behind.
     """
     out = Path(out_dir)
-    tmp = out.with_name(out.name + ".partial")
+    tmp = _partial(out)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -75,20 +95,41 @@ def write_shards(samples: Iterable[tuple[str, np.ndarray, int, dict]], out_dir: 
             name = SHARD_PATTERN.format(n // per_shard)
             tar = tarfile.open(tmp / name, "w", format=tarfile.USTAR_FORMAT)
             sizes[name] = 0
-        ext, data = image_member(np.asarray(img))
-        add_member(tar, f"{key}.{ext}", data)
-        add_member(tar, f"{key}.cls", str(int(label)).encode())
-        add_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+        _add_sample(tar, key, img, label, meta)
         sizes[name] += 1
         n += 1
     if tar is not None:
         tar.close()
-    with open(tmp / "sizes.json", "w") as f:
-        json.dump(sizes, f, indent=2, sort_keys=True)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    _publish(tmp, out, sizes)
     return sizes
+
+
+def write_shards_split(shard_samples: Callable[[int], Iterable[tuple[str, np.ndarray, int, dict]]], n_shards: int,
+                       out_dir: str | Path, comm: Local = LOCAL) -> dict[str, int] | None:
+    """Shard s holds the samples shard_samples(s) (key, image, label, meta), written on rank
+    s % world of comm: the same bytes for any world size. Like write_shards, all of them appear
+    in out_dir together at the end. Returns the sizes on rank 0, None on the others."""
+    out = Path(out_dir)
+    tmp = _partial(out)
+    if comm.rank == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    comm.barrier()
+    sizes: dict[str, int] = {}
+    for s in tqdm(comm.mine(n_shards), desc=f"shard {out.name}", unit="shard", mininterval=2,
+                  disable=comm.rank != 0):
+        name = SHARD_PATTERN.format(s)
+        with tarfile.open(tmp / name, "w", format=tarfile.USTAR_FORMAT) as tar:
+            sizes[name] = 0
+            for key, img, label, meta in shard_samples(s):
+                _add_sample(tar, key, img, label, meta)
+                sizes[name] += 1
+    sizes = {k: v for part in comm.gather(sizes) for k, v in part.items()}
+    if comm.rank == 0:
+        _publish(tmp, out, dict(sorted(sizes.items())))
+    comm.barrier()
+    return sizes if comm.rank == 0 else None
 
 
 def shard_urls(shard_dir: str | Path) -> tuple[list[str], dict[str, int]]:

@@ -16,12 +16,12 @@ import pandas as pd
 from selectbench.core import layout
 from selectbench.core.classes import Classes
 from selectbench.core.classes import load as load_classes
+from selectbench.core.comm import LOCAL, Local
 from selectbench.core.errors import UserError
 from selectbench.core.genshards import GeneratedImages
 from selectbench.core.images import Subset, base_name, open_images
 from selectbench.core.index import gather
 from selectbench.core.layout import load_split
-from selectbench.curation.hkm.comm import LOCAL, Local
 
 
 @dataclass

@@ -38,7 +38,7 @@ def _generate(ctx: Context, cfg: Section, prompts: list[str] | None = None,
     batch = cfg.get("batch_size", int, lo=1)
     common = dict(seed=cfg.get("seed", int), steps=cfg.get("steps", int, lo=1),
                   guidance=cfg.get("guidance", float, lo=0.0), scheduler=cfg.get("scheduler", str, choices=("ddim", "unipc")),
-                  batch_size=batch, resume_dir=store(ctx, cfg), ranks=(ctx.comm.rank, ctx.comm.world),
+                  batch_size=batch, resume_dir=store(ctx, cfg), comm=ctx.comm,
                   shard_size=genshards.per_shard(batch, cfg.shared("shard.samples_per_shard", int, lo=1)))
     model_cfg = read_json(ctx.root / layout.GENERATOR / "config.json")
     if model_cfg.get("kind") == "pretrained":

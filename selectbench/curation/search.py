@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 
 from selectbench.core import layout
+from selectbench.core.comm import LOCAL, Local, shard_range
 from selectbench.core.errors import UserError, fail
 from selectbench.core.index import make_index
 from selectbench.core.openimages import OpenImagesLabels
 from selectbench.core.params import Section
 from selectbench.curation import strategies as S
 from selectbench.curation.context import Context, Curated
-from selectbench.curation.hkm.comm import LOCAL, Local, shard_range
 
 
 def _cap(cfg: Section) -> int | None:

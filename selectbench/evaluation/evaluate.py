@@ -10,6 +10,7 @@ import numpy as np
 
 from selectbench.core import layout
 from selectbench.core.classes import load as load_classes
+from selectbench.core.comm import LOCAL, Local, map_batches
 from selectbench.core.images import open_images
 from selectbench.core.io import read_json
 from selectbench.core.layout import load_split
@@ -17,17 +18,19 @@ from selectbench.core.params import get
 from selectbench.core.runtime import compute_device, replicate_seed
 from selectbench.evaluation import accuracy
 from selectbench.evaluation import utility as E
-from selectbench.evaluation.parallel import Ranks, predict_batches
-from selectbench.models.training import load_model
+from selectbench.models.training import load_model, predict
+
+PREDICT_BATCH = 1024  # predict's own batch: the unit of work, the same for any world size
 
 
-def evaluate_run(p: dict, shift: str, rep: str, ranks: Ranks = Ranks()) -> tuple[dict, dict[str, np.ndarray]] | None:
+def evaluate_run(p: dict, shift: str, rep: str, ranks: Local = LOCAL) -> tuple[dict, dict[str, np.ndarray]] | None:
     """(the record of reports/metrics/<shift>/<rep>.json, the per-item scores behind it for
     reports/items/<shift>/<rep>.npz: `<metric>` bool [N] and `<metric>_strata` int [N]; a
     metric is the mean over strata of each stratum's mean).
 
-    Under torch.distributed every rank calls it with its `ranks`: each computes its share
-    (selectbench.evaluation.parallel), rank 0 gets the result, the others None."""
+    Under torch.distributed every rank calls it with its `ranks` (selectbench.core.comm): each
+    predicts its inference batches and fine-tunes its transfer tasks, rank 0 gets the result, the
+    others None."""
     seed = replicate_seed(get(p, "evaluate.seed", int), rep)
     classes = list(load_classes().entries)
     C = len(classes)
@@ -82,8 +85,17 @@ def evaluate_run(p: dict, shift: str, rep: str, ranks: Ranks = Ranks()) -> tuple
     return (out, items) if ranks.rank == 0 else None
 
 
+def predict_batches(model, images, cfg: dict, ranks: Local = LOCAL, batch: int = PREDICT_BATCH) -> np.ndarray | None:
+    """predict() with inference batch b on rank b % world: the logits in item order on rank 0 (the
+    bytes one process gets: a batch holds the same items whatever the world size), None elsewhere."""
+    out = map_batches(lambda s, e: predict(model, images[s:e], cfg, batch), len(images), batch, ranks)
+    if out is None:
+        return None
+    return np.concatenate(out) if out else np.empty((0, 0), dtype=np.float32)
+
+
 def transfer(model, tcfg: dict, train_cfg: dict, seed: int,
-             ranks: Ranks = Ranks()) -> tuple[dict, dict[str, np.ndarray]] | None:
+             ranks: Local = LOCAL) -> tuple[dict, dict[str, np.ndarray]] | None:
     """SELECT's transfer protocol over the tasks of `tcfg`: (the metrics record, item scores
     `transfer` bool [N] and `transfer_strata` int [N], one stratum per task). Task i is fine-tuned
     on rank i % world (each task seeds itself, so it does not matter where); rank 0 gets the
@@ -94,7 +106,7 @@ def transfer(model, tcfg: dict, train_cfg: dict, seed: int,
         d = np.load(layout.task(tasks[i]))
         part[i] = E.finetune(model, d["train_x"], d["train_y"], d["test_x"], d["test_y"],
                              int(d["train_y"].max()) + 1, tcfg, train_cfg, seed)
-    done = ranks.gather(part)
+    done = ranks.merge(part)
     if done is None:
         return None
     accs, ns, per_task, t_items, t_strata = [], [], {}, [], []

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from selectbench.core import genshards
+from selectbench.core.comm import LOCAL, Local
 from selectbench.core.errors import fail
 from selectbench.core.runtime import derive_seed, flush_denormal
 from selectbench.models.generator import (
@@ -52,14 +53,14 @@ def _noise_scheduler(model: Generator, kind: str):
 
 def _run_batches(n: int, batch_size: int, make: Callable[[int, int], np.ndarray], *, resume_dir,
                  fingerprint: dict, progress: bool, desc: str, shard_size: int | None = None,
-                 ranks: tuple[int, int] = (0, 1)):
+                 comm: Local = LOCAL):
     """make(start, end) -> uint8 images for items [start, end). With resume_dir, the items go to
     WebDataset shards there (selectbench.core.genshards: finished shards are kept for a rerun,
-    ranks split the shards, memory holds one shard) and a read-only view of them comes back;
+    ranks split the shards, memory holds one batch) and a read-only view of them comes back;
     without it, one in-memory array."""
     if resume_dir is not None:
-        return genshards.write(n, batch_size, make, resume_dir, fingerprint=fingerprint, rank=ranks[0],
-                               world=ranks[1], shard_size=shard_size, progress=progress, desc=desc)
+        return genshards.write(n, batch_size, make, resume_dir, fingerprint=fingerprint, comm=comm,
+                               shard_size=shard_size, progress=progress, desc=desc)
     from tqdm.auto import tqdm
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -75,7 +76,7 @@ def _run_batches(n: int, batch_size: int, make: Callable[[int, int], np.ndarray]
 def _denoise(model: Generator, encode_prompts, prompts: list[str] | None, init: np.ndarray | None, *, seed: int,
              steps: int, guidance: float, scheduler: str, strength: float, batch_size: int, progress: bool,
              resume_dir, device, image_emb: torch.Tensor | None = None, shard_size: int | None = None,
-             ranks: tuple[int, int] = (0, 1)):
+             comm: Local = LOCAL):
     """prompts condition on text; image_emb [N, D] (prompts None) conditions on image embeddings
     from pure noise (image variations); init (with prompts) starts SDEdit from those images."""
     if scheduler not in SAMPLERS:
@@ -144,25 +145,25 @@ def _denoise(model: Generator, encode_prompts, prompts: list[str] | None, init: 
               "image_emb": _sha(image_emb) if image_emb is not None else None,
               "encoder": _sha(_encode(encode_prompts, ["", *(prompts or [])[:1]], cond_dim, "cpu"))}
     return _run_batches(n, batch_size, make, resume_dir=resume_dir, fingerprint=fp, progress=progress, desc=kind,
-                        shard_size=shard_size, ranks=ranks)
+                        shard_size=shard_size, comm=comm)
 
 
 def txt2img(model: Generator, encode_prompts: Callable, prompts: Sequence[str], *, seed: int, steps: int = 20,
             guidance: float = 3.0, scheduler: str = "ddim", batch_size: int = 256, progress: bool = True,
             resume_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-            shard_size: int | None = None, ranks: tuple[int, int] = (0, 1)):
+            shard_size: int | None = None, comm: Local = LOCAL):
     """One image per prompt -> uint8 [N, 28, 28] (with resume_dir: a view of the shards written
-    there, this rank's share made here; `ranks` = (rank, world)); item i is seeded by (seed, i)."""
+    there, this rank of `comm` making its share); item i is seeded by (seed, i)."""
     prompts = _check_texts(prompts, None, "prompts")
     return _denoise(model, encode_prompts, prompts, None, seed=_check_seed(seed), steps=steps, guidance=guidance,
                     scheduler=scheduler, strength=1.0, batch_size=batch_size, progress=progress,
-                    resume_dir=resume_dir, device=device, shard_size=shard_size, ranks=ranks)
+                    resume_dir=resume_dir, device=device, shard_size=shard_size, comm=comm)
 
 
 def img2img(model: Generator, encode_prompts: Callable, images: np.ndarray, prompts: Sequence[str], *,
             seed: int, strength: float = 0.6, steps: int = 20, guidance: float = 3.0, scheduler: str = "ddim",
             batch_size: int = 256, progress: bool = True, resume_dir: str | os.PathLike | None = None,
-            device: str | torch.device = "cpu", shard_size: int | None = None, ranks: tuple[int, int] = (0, 1)):
+            device: str | torch.device = "cpu", shard_size: int | None = None, comm: Local = LOCAL):
     """SDEdit: noise image i to `strength` of the schedule, denoise it with prompt i -> uint8 [N, 28, 28].
 
     strength 0 returns the inputs; strength 1 ignores them (pure txt2img from other noise).
@@ -173,13 +174,13 @@ def img2img(model: Generator, encode_prompts: Callable, images: np.ndarray, prom
         raise fail("strength", f"must be in [0, 1], got {strength!r}")
     return _denoise(model, encode_prompts, prompts, images, seed=_check_seed(seed), steps=steps,
                     guidance=guidance, scheduler=scheduler, strength=float(strength), batch_size=batch_size,
-                    progress=progress, resume_dir=resume_dir, device=device, shard_size=shard_size, ranks=ranks)
+                    progress=progress, resume_dir=resume_dir, device=device, shard_size=shard_size, comm=comm)
 
 
 def variation(model: Generator, encode_prompts: Callable, image_emb: np.ndarray, *, seed: int, steps: int = 20,
               guidance: float = 3.0, scheduler: str = "ddim", batch_size: int = 256, progress: bool = True,
               resume_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-              shard_size: int | None = None, ranks: tuple[int, int] = (0, 1)):
+              shard_size: int | None = None, comm: Local = LOCAL):
     """Image variations: one new image per image embedding [N, D], from pure noise, conditioned on
     the embedding alone (the source pixels are never read) -> uint8 [N, 28, 28]; item i is seeded
     by (seed, i). encode_prompts gives only the unconditional ("") condition for guidance."""
@@ -189,4 +190,4 @@ def variation(model: Generator, encode_prompts: Callable, image_emb: np.ndarray,
     emb = torch.from_numpy(np.ascontiguousarray(image_emb, dtype=np.float32))
     return _denoise(model, encode_prompts, None, None, seed=_check_seed(seed), steps=steps, guidance=guidance,
                     scheduler=scheduler, strength=1.0, batch_size=batch_size, progress=progress,
-                    resume_dir=resume_dir, device=device, image_emb=emb, shard_size=shard_size, ranks=ranks)
+                    resume_dir=resume_dir, device=device, image_emb=emb, shard_size=shard_size, comm=comm)

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from selectbench.core.comm import LOCAL, Local
 from selectbench.core.errors import UserError, fail
 from selectbench.models.generator import _check_seed, _check_texts, _sha, _weights_sha
 from selectbench.models.sampling import SAMPLERS, _gen, _run_batches
@@ -72,7 +73,7 @@ def _to_rgb_pil(img, size: int):
 def generate_sd(pipe, inputs, *, seed: int, steps: int, guidance: float, size: int, batch_size: int,
                 scheduler: str = "unipc", prompts: Sequence[str] | None = None, strength: float = 0.75,
                 progress: bool = True, resume_dir: str | os.PathLike | None = None, shard_size: int | None = None,
-                ranks: tuple[int, int] = (0, 1)):
+                comm: Local = LOCAL):
     """Run a pipeline from load_sd_pipeline over all inputs -> uint8 RGB images [N, size, size, 3]
     (with resume_dir: a view of the shards written there, see sampling._run_batches).
 
@@ -138,4 +139,4 @@ def generate_sd(pipe, inputs, *, seed: int, steps: int, guidance: float, size: i
               "inputs": inputs_sha, "prompts": _sha(prompts) if prompts is not None else None,
               "unet": _weights_sha(pipe.unet)}
     return _run_batches(n, batch_size, make, resume_dir=resume_dir, fingerprint=fp or {}, progress=progress,
-                        desc=f"sd-{mode}", shard_size=shard_size, ranks=ranks)
+                        desc=f"sd-{mode}", shard_size=shard_size, comm=comm)

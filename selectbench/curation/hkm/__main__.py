@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from selectbench.core.comm import LOCAL, Dist, shard_range
 from selectbench.core.errors import fail
 from selectbench.core.io import atomic_save_npy, write_json
 from selectbench.core.runtime import finish_distributed, init_distributed, stage_main
-from selectbench.curation.hkm.comm import LOCAL, Dist, shard_range
 from selectbench.curation.hkm.fit import ClusterCountWarning, fit
 from selectbench.curation.hkm.kmeans import DEFAULT_INIT_SAMPLE, INITS
 from selectbench.curation.hkm.sample import LEAF_STRATEGIES, SAMPLE_STRATEGIES, balanced_sample

@@ -40,8 +40,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from selectbench.core.comm import LOCAL, Local
 from selectbench.core.errors import fail
-from selectbench.curation.hkm.comm import LOCAL, Local
 from selectbench.curation.hkm.kmeans import (
     DEFAULT_INIT_SAMPLE,
     INITS,

@@ -9,8 +9,8 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
+from selectbench.core.comm import LOCAL, Local
 from selectbench.core.errors import fail
-from selectbench.curation.hkm.comm import LOCAL, Local
 
 INITS = ("kmeans++", "random")
 # Points per cluster in the uniform subsample that k-means++ seeding runs on (fit(init_sample=)).
