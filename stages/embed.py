@@ -45,24 +45,27 @@ def pool_embeddings(emb: embedder.Embedder, meta: pd.DataFrame, batch: int,
     images = open_images("pool")
     laion = images.parts.get("laion") if is_lazy(images) else None
     given = (meta["origin"] == "laion").to_numpy() if laion is not None else np.zeros(len(meta), bool)
+    if given.any():
+        for kind in ("img", "text"):
+            if laion.dims.get(kind) != emb.dim:
+                raise UserError(f"LAION {kind} embeddings have dim {laion.dims.get(kind)}, the embedder {emb.dim}: "
+                                "set embedder.pretrained to the CLIP model that made them")
+    rest = np.flatnonzero(~given)
+    if len(rest):  # every rank encodes its batches; only rank 0 reads LAION's own embeddings below
+        got_img = encode(emb.encode_images, Subset(images, rest), batch, emb.dim, comm, "embed pool images")
+        got_txt = encode(emb.encode_texts, meta["caption"].to_numpy()[rest].tolist(), batch, emb.dim, comm,
+                         "embed pool captions")
+    if comm.rank != 0:
+        return None
     img = np.empty((len(meta), emb.dim), dtype=np.float32)
     txt = np.empty((len(meta), emb.dim), dtype=np.float32)
     if given.any():
         rows = meta["origin_row"].to_numpy()[given]
         for kind, out in (("img", img), ("text", txt)):
-            if laion.dims.get(kind) != emb.dim:
-                raise UserError(f"LAION {kind} embeddings have dim {laion.dims.get(kind)}, the embedder {emb.dim}: "
-                                "set embedder.pretrained to the CLIP model that made them")
             out[given] = unit_rows(laion.embeddings(kind, rows))
-    rest = np.flatnonzero(~given)
     if len(rest):
-        got_img = encode(emb.encode_images, Subset(images, rest), batch, emb.dim, comm, "embed pool images")
-        got_txt = encode(emb.encode_texts, meta["caption"].to_numpy()[rest].tolist(), batch, emb.dim, comm,
-                         "embed pool captions")
-        if comm.rank != 0:
-            return None
         img[rest], txt[rest] = got_img, got_txt
-    return (img, txt) if comm.rank == 0 else None
+    return img, txt
 
 
 @stage_main

@@ -13,8 +13,8 @@ import yaml
 
 from selectbench.core import shards
 from selectbench.core.io import write_json
-from selectbench.evaluation.evaluate import PREDICT_BATCH as BATCH
 from selectbench.models import training
+from selectbench.models.training import PREDICT_BATCH as BATCH
 from tests.test_training import CFG, make_shards
 
 ROOT = Path(__file__).resolve().parents[1]

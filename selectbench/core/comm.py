@@ -112,13 +112,6 @@ class Dist(Local):
         return np.concatenate(self.gather(np.asarray(a)))
 
 
-def ranks() -> Local:
-    """The communicator of this process: Dist under an initialised torch.distributed group, else LOCAL."""
-    import torch.distributed as dist
-
-    return Dist() if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else LOCAL
-
-
 def map_batches(fn, n: int, batch: int, comm: Local = LOCAL, desc: str | None = None) -> list | None:
     """fn(start, end) for the batches [start, end) of n items, batch b computed on rank b % world:
     the results in item order on rank 0 (each batch holds the same items whatever the world

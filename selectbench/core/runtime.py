@@ -141,7 +141,7 @@ def run_distributed(nproc: int, module: str, argv: list[str], nnodes: int = 1) -
     the caller goes on as rank (0, 1) or its own rank. ``nnodes`` > 1 joins a c10d rendezvous at
     $MASTER_ADDR:$MASTER_PORT, where the other nodes run the same command (README "Several
     machines"). A failed rank fails the stage with one line; a stage that resumes (generation,
-training) keeps what its ranks finished for the rerun."""
+    training) keeps what its ranks finished for the rerun."""
     if "RANK" in os.environ or (nproc <= 1 and nnodes <= 1):
         return
     import subprocess

@@ -18,9 +18,7 @@ from selectbench.core.params import get
 from selectbench.core.runtime import compute_device, replicate_seed
 from selectbench.evaluation import accuracy
 from selectbench.evaluation import utility as E
-from selectbench.models.training import load_model, predict
-
-PREDICT_BATCH = 1024  # predict's own batch: the unit of work, the same for any world size
+from selectbench.models.training import PREDICT_BATCH, load_model, predict
 
 
 def evaluate_run(p: dict, shift: str, rep: str, ranks: Local = LOCAL) -> tuple[dict, dict[str, np.ndarray]] | None:

@@ -384,8 +384,11 @@ def model_input(images, size: int, in_chans: int, antialias: bool) -> torch.Tens
     return (x - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
 
 
+PREDICT_BATCH = 1024  # images per forward pass; evaluate's unit of work over ranks, so never world-dependent
+
+
 @torch.no_grad()
-def predict(model, images, cfg: dict, batch: int = 1024) -> np.ndarray:
+def predict(model, images, cfg: dict, batch: int = PREDICT_BATCH) -> np.ndarray:
     """Logits for uint8 [N,H,W] or [N,H,W,3] images with the eval transform (resize to img_size, normalise).
 
     images is anything with len() and slicing (an array, a memmap, a lazy loader): only one
