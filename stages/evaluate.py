@@ -10,7 +10,7 @@ from selectbench.core import layout
 from selectbench.core.io import write_json, write_npz
 from selectbench.core.params import get, load_params
 from selectbench.core.runtime import finish_distributed, stage_main, start_ranks
-from selectbench.evaluation.evaluate import evaluate_run
+from selectbench.evaluation.evaluate import evaluate_run, transfer_config
 
 
 @stage_main
@@ -23,6 +23,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     p = load_params(args.params)
     nproc = get(p, "evaluate.nproc", int, lo=1)
+    transfer_config(p)  # a bad protocol fails here, before any rank starts
     comm = start_ranks(nproc, "stages.evaluate", [args.shift, args.rep, "--params", args.params])
     rank, world = comm.rank, comm.world
     result = evaluate_run(p, args.shift, args.rep, comm)

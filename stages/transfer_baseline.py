@@ -4,7 +4,6 @@ transfer score says something about a shift's data only if pretraining on expert
 import argparse
 import time
 
-import timm
 import torch
 
 from selectbench.core import layout
@@ -13,8 +12,8 @@ from selectbench.core.images import open_images
 from selectbench.core.io import write_json, write_npz
 from selectbench.core.params import get, load_params
 from selectbench.core.runtime import all_threads, limit_threads, replicate_seed, stage_main
-from selectbench.evaluation.evaluate import transfer
-from selectbench.models.training import CL
+from selectbench.evaluation.evaluate import transfer, transfer_config
+from selectbench.models.training import CL, new_model
 
 
 @stage_main
@@ -26,14 +25,14 @@ def main(argv=None):
     t0 = time.perf_counter()
     limit_threads(all_threads())
     p = load_params(args.params)
+    tcfg = transfer_config(p)
     # The base images' channels are what every base-derived shift's model takes (train sets it from its shards).
     cfg = {"model": get(p, "train.model", str), "img_size": get(p, "train.img_size", int, lo=8),
            "in_chans": 3 if open_images("test")[:1].ndim == 4 else 1}
     # train() seeds the model's initialisation with the replicate's train seed: the same network here.
     torch.manual_seed(replicate_seed(get(p, "train.seed", int), args.rep))
-    model = timm.create_model(cfg["model"], pretrained=False, num_classes=len(load_classes().names),
-                              in_chans=cfg["in_chans"]).to(memory_format=CL).eval()
-    rec, items = transfer(model, get(p, "transfer", dict), cfg, replicate_seed(get(p, "evaluate.seed", int), args.rep))
+    model = new_model(cfg, len(load_classes().names)).to(memory_format=CL).eval()
+    rec, items = transfer(model, tcfg, cfg, replicate_seed(get(p, "evaluate.seed", int), args.rep))
     record, scores = layout.random_init(args.rep)
     write_json(record, {"replicate": args.rep, "status": "ok", "init": "random", "transfer": rec})
     write_npz(scores, **items)

@@ -18,7 +18,7 @@ from selectbench.models.training import PREDICT_BATCH as BATCH
 from tests.test_training import CFG, make_shards
 
 ROOT = Path(__file__).resolve().parents[1]
-TRANSFER = {"tasks": ["a", "b"], "steps": 3, "batch_size": 8, "lr": 0.01}
+TRANSFER = {"tasks": ["a", "b"], "protocol": "finetune", "steps": 3, "batch_size": 8, "lr": 0.01}
 
 
 @pytest.fixture(scope="module")

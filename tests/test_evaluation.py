@@ -69,3 +69,69 @@ def test_shift_images_read_slices_in_index_order(tmp_path, monkeypatch):
     assert view[0:5][:, 0, 0].tolist() == [7, 105, 2, 9, 100]
     assert view[1:3][:, 0, 0].tolist() == [105, 2]
     assert view[np.array([3, 0])][:, 0, 0].tolist() == [9, 7]
+
+
+def _two_tone(n: int, seed: int):
+    """Class 0 dark, class 1 bright 28 px grey images with noise: separable by any pooled feature."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = np.clip(rng.normal(60 + 140 * y[:, None, None], 20, (n, 28, 28)), 0, 255).astype(np.uint8)
+    return x, y
+
+
+def test_linear_probe_trains_a_head_only_and_separates_easy_classes():
+    import timm
+    import torch
+
+    from selectbench.evaluation.utility import finetune
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=10, in_chans=1).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    (x, y), (tx, ty) = _two_tone(64, 0), _two_tone(40, 1)
+    cfg = {"protocol": "linear", "steps": 60, "batch_size": 16, "lr": 0.01}
+    correct = finetune(model, x, y, tx, ty, 2, cfg, {"img_size": 32, "in_chans": 1}, seed=3)
+    assert correct.dtype == bool and correct.shape == (40,)
+    assert correct.all()
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # frozen: the probe never touches it
+    # The same seed gives the same items; full fine-tuning is another protocol with other numbers.
+    again = finetune(model, x, y, tx, ty, 2, cfg, {"img_size": 32, "in_chans": 1}, seed=3)
+    assert (again == correct).all()
+
+
+def test_transfer_protocol_is_checked_before_any_work():
+    from selectbench.core.errors import UserError
+    from selectbench.evaluation.evaluate import transfer_config
+
+    base = {"tasks": ["mnist"], "protocol": "linear", "steps": 10, "batch_size": 8, "lr": 0.01}
+    assert transfer_config({"transfer": base})["protocol"] == "linear"
+    with pytest.raises(UserError, match=r"transfer.protocol: unknown value 'probe'; allowed: finetune, linear"):
+        transfer_config({"transfer": {**base, "protocol": "probe"}})
+    with pytest.raises(UserError, match=r"transfer.steps: must be >= 1"):
+        transfer_config({"transfer": {**base, "steps": 0}})
+
+
+@pytest.mark.parametrize("passing, ran, choice", [
+    ({("finetune", 1000)}, 2, {"protocol": "finetune", "steps": 1000}),
+    ({("finetune", 200), ("linear", 1000)}, 1, {"protocol": "finetune", "steps": 200}),
+    (set(), 3, None),
+])
+def test_transfer_rule_takes_the_first_candidate_above_the_margin(tmp_path, monkeypatch, passing, ran, choice):
+    """docs/simulation.md section 16: candidates in their fixed order on the calibration seed; the
+    first that qualifies is the choice and later ones are not run; none leaves transfer unvalidated."""
+    import json
+
+    from bench import transfer_baseline as tb
+
+    calls = []
+
+    def fake(p, shift, protocol, steps, seed):
+        calls.append((protocol, steps, seed))
+        return {"protocol": protocol, "steps": steps, "qualifies": (protocol, steps) in passing}
+
+    monkeypatch.setattr(tb, "calibrate", fake)
+    out = tmp_path / "rule.json"
+    tb.main(["--rule", "--out", str(out)])
+    assert calls == [(pr, st, 101) for pr, st in tb.CANDIDATES[:ran]]
+    assert json.loads(out.read_text())["choice"] == choice

@@ -59,3 +59,14 @@ def test_train_param_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     line = _run(train.main, ["in", "r1"], capsys)
     assert "train.class_weighting" in line and "inverse_frequency" in line
+
+
+@pytest.mark.parametrize("stage, argv", [("evaluate", ["in", "r1"]), ("transfer_baseline", ["r1"])])
+def test_transfer_protocol_errors(tmp_path, monkeypatch, capsys, stage, argv):
+    import importlib
+
+    main = importlib.import_module(f"stages.{stage}").main
+    _params(tmp_path, lambda p: p["transfer"].update(protocol="probe"))
+    monkeypatch.chdir(tmp_path)
+    line = _run(main, argv, capsys)
+    assert "transfer.protocol" in line and "finetune, linear" in line

@@ -30,6 +30,7 @@ def evaluate_run(p: dict, shift: str, rep: str, ranks: Local = LOCAL) -> tuple[d
     predicts its inference batches and fine-tunes its transfer tasks, rank 0 gets the result, the
     others None."""
     seed = replicate_seed(get(p, "evaluate.seed", int), rep)
+    tcfg = transfer_config(p)
     classes = list(load_classes().entries)
     C = len(classes)
     out, items = {"shift": shift, "replicate": rep}, {}
@@ -47,7 +48,7 @@ def evaluate_run(p: dict, shift: str, rep: str, ranks: Local = LOCAL) -> tuple[d
         logits = predict_batches(model, open_images("test"), cfg, ranks)
         cor_logits = predict_batches(model, cor["images"], cfg, ranks)
         nat_logits = predict_batches(model, nat, cfg, ranks)
-        t_out = transfer(model, get(p, "transfer", dict), cfg, seed, ranks)
+        t_out = transfer(model, tcfg, cfg, seed, ranks)
         if ranks.rank != 0:
             return None
         pred = logits.argmax(1)
@@ -90,6 +91,13 @@ def predict_batches(model, images, cfg: dict, ranks: Local = LOCAL, batch: int =
     if out is None:
         return None
     return np.concatenate(out) if out else np.empty((0, 0), dtype=np.float32)
+
+
+def transfer_config(p: dict) -> dict:
+    """The `transfer` section with the keys the protocol reads checked (one-line errors)."""
+    return {**get(p, "transfer", dict), "protocol": get(p, "transfer.protocol", str, choices=E.PROTOCOLS),
+            "steps": get(p, "transfer.steps", int, lo=1), "batch_size": get(p, "transfer.batch_size", int, lo=1),
+            "lr": get(p, "transfer.lr", (int, float), lo=0)}
 
 
 def transfer(model, tcfg: dict, train_cfg: dict, seed: int,

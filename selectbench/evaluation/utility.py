@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from selectbench.evaluation import quality as M
-from selectbench.models.training import CL, model_input, predict
+from selectbench.models.training import CL, PREDICT_BATCH, model_input, predict
 
 
 # --- synthetic distribution shift (ImageNet-C analogue; the set itself: selectbench.corruptions) --
@@ -47,33 +47,61 @@ def natural_predictions(logits: np.ndarray, labels: np.ndarray, sets: np.ndarray
 
 
 # --- transfer (VTAB-inspired) ----------------------------------------------------------------
+PROTOCOLS = ("finetune", "linear")
+
+
 def finetune(model: torch.nn.Module, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
              test_y: np.ndarray, num_classes: int, cfg: dict, train_cfg: dict, seed: int) -> np.ndarray:
-    """SELECT's protocol: new head, whole network fine-tuned with SGD, fixed steps, step decay.
-    Returns the per-test-item correctness (bool [N]).
+    """SELECT's protocol (`cfg["protocol"]` "finetune"): new head, whole network fine-tuned with
+    SGD, fixed steps, step decay; "linear": the same recipe on a new head over the frozen network's
+    pooled features. Returns the per-test-item correctness (bool [N]).
 
     Task images may be grey [N,H,W] or RGB [N,H,W,3]; they are converted to the model's channels."""
+    protocol = cfg.get("protocol", "finetune")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"transfer.protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     torch.manual_seed(seed)
     dev = next(model.parameters()).device
-    m = copy.deepcopy(model)
-    m.reset_classifier(num_classes)
-    m.to(dev, memory_format=CL).train()
+    # No antialias, unlike predict: turning it on would change the recorded transfer numbers.
+    x_all = model_input(train_x, train_cfg["img_size"], train_cfg.get("in_chans", 1), antialias=False)
+    y_all = torch.as_tensor(train_y, dtype=torch.long)
+    if protocol == "linear":
+        # The frozen network sees no augmentation, so its features are computed once: the same
+        # numbers as running it inside every step, at a fraction of the cost.
+        body = copy.deepcopy(model).to(dev, memory_format=CL).eval()
+        x_all = _features(body, x_all)
+        m = torch.nn.Linear(x_all.shape[1], num_classes).to(dev)
+    else:
+        m = copy.deepcopy(model)
+        m.reset_classifier(num_classes)
+        m.to(dev, memory_format=CL).train()
     opt = torch.optim.SGD(m.parameters(), lr=cfg["lr"], momentum=0.9, weight_decay=0.0)
     steps = cfg["steps"]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(steps * 0.5), int(steps * 0.75)], gamma=0.1)
     gen = torch.Generator().manual_seed(seed)
-    # No antialias, unlike predict: turning it on would change the recorded transfer numbers.
-    x_all = model_input(train_x, train_cfg["img_size"], train_cfg.get("in_chans", 1), antialias=False)
-    y_all = torch.as_tensor(train_y, dtype=torch.long)
+    fmt = {} if protocol == "linear" else {"memory_format": CL}
     for _ in range(steps):
         idx = torch.randint(0, len(x_all), (cfg["batch_size"],), generator=gen)
-        loss = F.cross_entropy(m(x_all[idx].to(dev, memory_format=CL)), y_all[idx].to(dev))
+        loss = F.cross_entropy(m(x_all[idx].to(dev, **fmt)), y_all[idx].to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     m.eval()
+    if protocol == "linear":
+        x_test = model_input(test_x, train_cfg["img_size"], train_cfg.get("in_chans", 1), antialias=True)
+        with torch.no_grad():
+            return m(_features(body, x_test).to(dev)).argmax(1).cpu().numpy() == test_y
     return predict(m, test_x, train_cfg).argmax(1) == test_y
+
+
+@torch.no_grad()
+def _features(body: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The network's pooled features (timm's pre-logits) of normalised inputs, batch by batch."""
+    dev = next(body.parameters()).device
+    out = [body.forward_head(body.forward_features(x[i:i + PREDICT_BATCH].to(dev, memory_format=CL)), pre_logits=True)
+           for i in range(0, len(x), PREDICT_BATCH)]
+    return torch.cat(out).float().cpu() if out else torch.empty(0, 0)
 
 
 # --- self-supervised guidance ------------------------------------------------------------------

@@ -243,7 +243,6 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
           log: Callable[[dict], None] | None = None, rank: int = 0, world: int = 1,
           stop_after: int | None = None):
     """Train cfg['model'] on the shards; returns (model, summary). stop_after simulates a kill."""
-    import timm
     from timm.data import Mixup
     from timm.optim import create_optimizer_v2
 
@@ -256,8 +255,7 @@ def train(urls: list[str], sizes: dict, counts: np.ndarray, cfg: dict, ckpt_dir:
     run = plan(cfg, samples, world)
     torch.manual_seed(cfg["seed"])
     dev = compute_device(int(os.environ.get("LOCAL_RANK", rank)))
-    model = timm.create_model(cfg["model"], pretrained=False, num_classes=num_classes,
-                              in_chans=cfg.get("in_chans", 1)).to(dev, memory_format=CL)
+    model = new_model(cfg, num_classes).to(dev, memory_format=CL)
     optimizer = create_optimizer_v2(model, opt=cfg["opt"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                     momentum=cfg["momentum"])
     scheduler = make_scheduler(optimizer, cfg, run)
@@ -351,9 +349,15 @@ def save_model(out: Path, model, resolved: dict) -> None:
         yaml.safe_dump(resolved, f, sort_keys=True)
 
 
+def new_model(cfg: dict, num_classes: int):
+    """cfg's untrained network; its initial weights come from torch's current seed."""
+    import timm
+
+    return timm.create_model(cfg["model"], pretrained=False, num_classes=num_classes, in_chans=cfg.get("in_chans", 1))
+
+
 def load_model(model_dir: str | Path):
     """The trained classifier from model.safetensors + args.yaml (no pickle involved)."""
-    import timm
     import yaml
     from safetensors.torch import load_file
 
@@ -362,8 +366,7 @@ def load_model(model_dir: str | Path):
         args = yaml.safe_load(f)
     if not (d / "model.safetensors").exists():
         return None, args
-    model = timm.create_model(args["train"]["model"], pretrained=False, num_classes=args["num_classes"],
-                              in_chans=args["train"].get("in_chans", 1))
+    model = new_model(args["train"], args["num_classes"])
     model.load_state_dict(load_file(d / "model.safetensors"))
     return model.to(compute_device(), memory_format=CL).eval(), args
 

@@ -23,7 +23,7 @@ from selectbench.evaluation.report import runs as R
 
 NOISE_VALIDATION = "Validation: the truth-free noise estimate"
 VARIANCE = ("Each replicate trains and evaluates a shift with its own seeds: model initialisation, data order, "
-            "augmentation and mixup (`train.seed`), transfer fine-tuning (`evaluate.seed`) and the SSL kNN bank draw. "
+            "augmentation and mixup (`train.seed`), the transfer tasks' training (`evaluate.seed`) and the SSL kNN bank draw. "
             "Curation is drawn once per shift, so the intervals do not cover a new curation draw (hkm, rebalancing, "
             "subsampling, generation). Test items are the same for every shift and replicate; the intervals also "
             "cover their sampling.")
@@ -251,6 +251,7 @@ def build_report(p: dict, out: str | Path) -> tuple[list[str], list[dict]]:
                  "transfer: **unvalidated**. In this run `in`'s models do not transfer better than the same networks "
                  "from random initialisation (Controls), so the column does not show what a shift's data taught its "
                  "model; no shift is marked best on it.", ""]),
+             _transfer_protocol(p), "",
              "mCE_vs_in and spearman_vs_in compare each replicate with `in`'s replicate of the same seed.", "",
              "## Dataset-side metrics (no model: one value per shift)", "",
              "Computed by the judges below, which curation never uses. "
@@ -315,7 +316,8 @@ def _controls_md(checks: list[dict], dec) -> list[str]:
         lines += ["", "**The harness scores above or below chance without label information**: a shift's accuracy "
                       "may come from something other than its labels (a leak between training and test data)."]
     if pos and neg and all(c["verdict"] == stats.HOLDS for c in pos + neg):
-        lines += ["", "Both controls hold: the harness sees more data as better, and sees no signal where there is none."]
+        lines += ["", "The positive and negative controls hold: the harness sees more data as better, and sees no signal "
+                      "where there is none."]
     return lines
 
 
@@ -426,6 +428,14 @@ def _quality_md(qu: list[dict], dec, transfer_ok: bool) -> list[str]:
                 cells.append(f"{r['spearman']:+.2f}{span}")
         out.append(f"| {'-cmmd' if q == 'cmmd' else q} | " + " | ".join(cells) + " |")
     return out
+
+
+def _transfer_protocol(p: dict) -> str:
+    t = get(p, "transfer", dict)
+    how = ("a new linear head on the frozen network's pooled features" if t.get("protocol") == "linear"
+           else "the whole network fine-tuned with a new head")
+    return (f"transfer: mean top-1 over {len(t['tasks'])} tasks, each {how}, {t['steps']} SGD steps "
+            f"(`transfer.protocol: {t.get('protocol')}`; chosen by docs/simulation.md section 16).")
 
 
 def _judges_md(runs: dict) -> list[str]:
