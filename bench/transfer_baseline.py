@@ -79,8 +79,8 @@ def main(argv=None):
     ap.add_argument("--shift", default="in")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--rule", action="store_true", help="run section 16's candidates in order, stop at the first that qualifies")
-    ap.add_argument("--protocol", choices=PROTOCOLS, default="finetune")
-    ap.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: transfer.steps)")
+    ap.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: transfer.protocol")
+    ap.add_argument("--steps", type=int, default=None, help="training steps per task (default: transfer.steps)")
     ap.add_argument("--seed", type=int, default=CALIBRATION_SEED, help="evaluate seed of the calibration")
     ap.add_argument("--out", default="bench/out/transfer_baseline.json")
     args = ap.parse_args(argv)
@@ -97,8 +97,10 @@ def main(argv=None):
               else "none qualifies; transfer stays unvalidated")
         result = {"rule": "docs/simulation.md section 16", "candidates": runs, "choice": choice}
     else:
-        steps = args.steps if args.steps is not None else get(p, "transfer.steps", int, lo=1)
-        result = {"candidates": [calibrate(p, args.shift, args.protocol, steps, args.seed)]}
+        tcfg = transfer_config(p)
+        protocol = args.protocol or tcfg["protocol"]
+        steps = tcfg["steps"] if args.steps is None else args.steps
+        result = {"candidates": [calibrate(p, args.shift, protocol, steps, args.seed)]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from selectbench.core import layout
 from selectbench.core.arrays import unit_rows
 from selectbench.core.classes import load as load_classes
-from selectbench.core.comm import LOCAL, Local, map_batches
+from selectbench.core.comm import LOCAL, Local, map_rows
 from selectbench.core.errors import UserError
 from selectbench.core.images import Subset, base_name, is_lazy, open_images
 from selectbench.core.io import atomic_save_npy, write_json
@@ -33,10 +33,7 @@ def _save(out: Path, kind: str, emb: np.ndarray, ids: list[str]) -> None:
 
 def encode(fn, items, batch: int, dim: int, comm: Local = LOCAL, desc: str | None = None) -> np.ndarray | None:
     """fn(items[s:e]) over the batches of items, split over comm's ranks: the rows on rank 0, None elsewhere."""
-    out = map_batches(lambda s, e: fn(items[s:e], batch), len(items), batch, comm, desc)
-    if out is None:
-        return None
-    return np.concatenate(out) if out else np.empty((0, dim), dtype=np.float32)
+    return map_rows(lambda s, e: fn(items[s:e], batch), len(items), batch, comm, desc, dim)
 
 
 def pool_embeddings(emb: embedder.Embedder, meta: pd.DataFrame, batch: int,

@@ -56,12 +56,12 @@ def main(argv=None):
         for start in range(s * per_shard, end, CHUNK):
             chunk = order[start:min(end, start + CHUNK)]
             got = {}
-            for s in np.unique(src[chunk]):
-                sel = chunk[src[chunk] == s]
-                imgs, ok = take(arrays[s], rows[sel])
+            for source in np.unique(src[chunk]):
+                sel = chunk[src[chunk] == source]
+                imgs, ok = take(arrays[source], rows[sel])
                 got.update({int(i): (im if good else None) for i, im, good in zip(sel, imgs, ok)})
-                if is_lazy(arrays[s]):
-                    failed.update(arrays[s].failed[int(r)] for r in rows[sel][~ok])
+                if is_lazy(arrays[source]):
+                    failed.update(arrays[source].failed[int(r)] for r in rows[sel][~ok])
             for pos, i in enumerate(chunk, start=start):
                 img = got[int(i)]
                 if img is None:

@@ -122,3 +122,12 @@ def map_batches(fn, n: int, batch: int, comm: Local = LOCAL, desc: str | None = 
     mine = tqdm(comm.mine(len(starts)), desc=desc, unit="batch", disable=desc is None or comm.rank != 0)
     got = comm.merge({b: fn(starts[b], min(n, starts[b] + batch)) for b in mine})
     return None if got is None else [got[b] for b in range(len(starts))]
+
+
+def map_rows(fn, n: int, batch: int, comm: Local = LOCAL, desc: str | None = None, width: int = 0) -> np.ndarray | None:
+    """map_batches for an fn that returns a row array per batch: the rows joined in item order on
+    rank 0 (float32 [0, width] when n is 0), None on the others."""
+    out = map_batches(fn, n, batch, comm, desc)
+    if out is None:
+        return None
+    return np.concatenate(out) if out else np.empty((0, width), dtype=np.float32)

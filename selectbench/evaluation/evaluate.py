@@ -10,7 +10,7 @@ import numpy as np
 
 from selectbench.core import layout
 from selectbench.core.classes import load as load_classes
-from selectbench.core.comm import LOCAL, Local, map_batches
+from selectbench.core.comm import LOCAL, Local, map_rows
 from selectbench.core.images import open_images
 from selectbench.core.io import read_json
 from selectbench.core.layout import load_split
@@ -87,10 +87,7 @@ def evaluate_run(p: dict, shift: str, rep: str, ranks: Local = LOCAL) -> tuple[d
 def predict_batches(model, images, cfg: dict, ranks: Local = LOCAL, batch: int = PREDICT_BATCH) -> np.ndarray | None:
     """predict() with inference batch b on rank b % world: the logits in item order on rank 0 (the
     bytes one process gets: a batch holds the same items whatever the world size), None elsewhere."""
-    out = map_batches(lambda s, e: predict(model, images[s:e], cfg, batch), len(images), batch, ranks)
-    if out is None:
-        return None
-    return np.concatenate(out) if out else np.empty((0, 0), dtype=np.float32)
+    return map_rows(lambda s, e: predict(model, images[s:e], cfg, batch), len(images), batch, ranks)
 
 
 def transfer_config(p: dict) -> dict:

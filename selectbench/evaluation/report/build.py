@@ -431,11 +431,12 @@ def _quality_md(qu: list[dict], dec, transfer_ok: bool) -> list[str]:
 
 
 def _transfer_protocol(p: dict) -> str:
-    t = get(p, "transfer", dict)
-    how = ("a new linear head on the frozen network's pooled features" if t.get("protocol") == "linear"
+    protocol = get(p, "transfer.protocol", str)
+    how = ("a new linear head on the frozen network's pooled features" if protocol == "linear"
            else "the whole network fine-tuned with a new head")
-    return (f"transfer: mean top-1 over {len(t['tasks'])} tasks, each {how}, {t['steps']} SGD steps "
-            f"(`transfer.protocol: {t.get('protocol')}`; chosen by docs/simulation.md section 16).")
+    return (f"transfer: mean top-1 over {len(get(p, 'transfer.tasks', list))} tasks, each {how}, "
+            f"{get(p, 'transfer.steps', int)} SGD steps (`transfer.protocol: {protocol}`; chosen by "
+            "docs/simulation.md section 16).")
 
 
 def _judges_md(runs: dict) -> list[str]:
